@@ -1,0 +1,337 @@
+//! The error type of every keel call, and the one place where gRPC status codes become kinds.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{ContainerId, ExecId};
+
+/// What went wrong, in the categories an engine acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The container, task or process does not exist.
+    NotFound,
+    /// An object with that id exists already.
+    AlreadyExists,
+    /// The caller passed a value that keel or containerd rejects.
+    InvalidArgument,
+    /// The object is in the wrong state for the request, such as deleting a running task.
+    FailedPrecondition,
+    /// containerd cannot be reached.
+    Unavailable,
+    /// The request did not finish within its deadline.
+    TimedOut,
+    /// The request was cancelled, or the client is stopping.
+    Cancelled,
+    /// Anything else: a bug in keel, or a reply that makes no sense.
+    Internal,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::NotFound => "not found",
+            Self::AlreadyExists => "already exists",
+            Self::InvalidArgument => "invalid argument",
+            Self::FailedPrecondition => "failed precondition",
+            Self::Unavailable => "unavailable",
+            Self::TimedOut => "timed out",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal error",
+        };
+        formatter.write_str(text)
+    }
+}
+
+/// The request that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs, reason = "each variant is the request its name says")]
+pub enum Operation {
+    Connect,
+    Version,
+    CreateContainer,
+    LoadContainer,
+    DeleteContainer,
+    CreateTask,
+    StartTask,
+    DeleteTask,
+    Attach,
+    Exec,
+    StartExec,
+    DeleteExec,
+    Kill,
+    Pause,
+    Resume,
+    CloseStdin,
+    Resize,
+    Update,
+    Stats,
+    ListProcesses,
+    Status,
+    Wait,
+    Checkpoint,
+    Restore,
+    Subscribe,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::Connect => "connect",
+            Self::Version => "version",
+            Self::CreateContainer => "create container",
+            Self::LoadContainer => "load container",
+            Self::DeleteContainer => "delete container",
+            Self::CreateTask => "create task",
+            Self::StartTask => "start task",
+            Self::DeleteTask => "delete task",
+            Self::Attach => "attach",
+            Self::Exec => "exec",
+            Self::StartExec => "start exec",
+            Self::DeleteExec => "delete exec",
+            Self::Kill => "kill",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::CloseStdin => "close stdin",
+            Self::Resize => "resize",
+            Self::Update => "update",
+            Self::Stats => "stats",
+            Self::ListProcesses => "list processes",
+            Self::Status => "status",
+            Self::Wait => "wait",
+            Self::Checkpoint => "checkpoint",
+            Self::Restore => "restore",
+            Self::Subscribe => "subscribe",
+        };
+        formatter.write_str(text)
+    }
+}
+
+/// The object a failed request was about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Target {
+    /// The connection to containerd itself.
+    Containerd,
+    /// A container and its init process.
+    Container(ContainerId),
+    /// An exec process inside a container.
+    Exec(ContainerId, ExecId),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Containerd => formatter.write_str("containerd"),
+            Self::Container(container_id) => write!(formatter, "container {container_id}"),
+            Self::Exec(container_id, exec_id) => {
+                write!(formatter, "exec {exec_id} in container {container_id}")
+            }
+        }
+    }
+}
+
+/// The error of every keel call.
+///
+/// Match on [`Error::kind`] to decide what to do; the variants carry the detail for logs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value passed by the caller breaks a rule; nothing was created.
+    #[error("invalid {field} {value:?}: {reason}")]
+    InvalidArgument {
+        /// The name of the argument, such as "container id".
+        field: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The rule the value breaks.
+        reason: String,
+    },
+
+    /// containerd rejected the request or could not be reached.
+    #[error("{operation} of {target} failed: {kind}")]
+    Containerd {
+        /// The failed request.
+        operation: Operation,
+        /// What the request was about.
+        target: Target,
+        /// The category of the failure.
+        kind: ErrorKind,
+        /// containerd's reply.
+        #[source]
+        source: tonic::Status,
+    },
+
+    /// keel refused the request because of what it knows about the object.
+    #[error("{operation} of {target} failed: {kind}: {reason}")]
+    Rejected {
+        /// The refused request.
+        operation: Operation,
+        /// What the request was about.
+        target: Target,
+        /// The category of the refusal.
+        kind: ErrorKind,
+        /// Why the request cannot proceed and what to do instead.
+        reason: String,
+    },
+
+    /// The request did not finish within its deadline.
+    #[error("{operation} of {target} timed out after {}ms", timeout.as_millis())]
+    TimedOut {
+        /// The request that ran out of time.
+        operation: Operation,
+        /// What the request was about.
+        target: Target,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+
+    /// A file operation on keel's own folders failed.
+    #[error("{operation} of {target} failed on {}", path.display())]
+    Io {
+        /// The request that needed the file.
+        operation: Operation,
+        /// What the request was about.
+        target: Target,
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The actor that serves the request has stopped, usually because the client was closed.
+    #[error("{operation} of {target} failed: the keel client is stopped")]
+    Stopped {
+        /// The request that could not be sent.
+        operation: Operation,
+        /// What the request was about.
+        target: Target,
+    },
+}
+
+impl Error {
+    /// Returns the category of the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Self::Containerd { kind, .. } | Self::Rejected { kind, .. } => *kind,
+            Self::TimedOut { .. } => ErrorKind::TimedOut,
+            Self::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                _ => ErrorKind::Internal,
+            },
+            Self::Stopped { .. } => ErrorKind::Cancelled,
+        }
+    }
+
+    /// Builds the error for a failed gRPC call, classifying it with [`kind_of_status`].
+    pub fn from_status(operation: Operation, target: Target, source: tonic::Status) -> Self {
+        let kind = kind_of_status(&source);
+        Self::Containerd {
+            operation,
+            target,
+            kind,
+            source,
+        }
+    }
+}
+
+/// Maps containerd's reply to an [`ErrorKind`].
+///
+/// The gRPC code decides, except for three replies where containerd 1.6 and 1.7 send
+/// `Unknown` and only the message tells the case apart: pausing or resuming a task that is not
+/// running, exec into a stopped task, and a plain delete of a running task. Those become
+/// failed precondition.
+pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
+    use tonic::Code;
+
+    match status.code() {
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::DeadlineExceeded => ErrorKind::TimedOut,
+        Code::Cancelled | Code::Aborted => ErrorKind::Cancelled,
+        Code::Unknown => kind_of_unknown_status(status.message()),
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// Classifies the `Unknown` replies that containerd sends for wrong-state requests.
+fn kind_of_unknown_status(message: &str) -> ErrorKind {
+    const PRECONDITION_MESSAGES: [&str; 6] = [
+        // runc's reply to pause or resume of a task that is not running (containerd 1.6, 1.7).
+        "container not running",
+        "container not paused",
+        "is not running",
+        // runc's reply to exec into a stopped task.
+        "cannot exec in a stopped",
+        // The shim's reply to a plain delete of a running task.
+        "cannot delete a running",
+        "is paused",
+    ];
+    if PRECONDITION_MESSAGES
+        .iter()
+        .any(|fragment| message.contains(fragment))
+    {
+        return ErrorKind::FailedPrecondition;
+    }
+    if message.contains("not found") || message.contains("does not exist") {
+        return ErrorKind::NotFound;
+    }
+    ErrorKind::Internal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_kinds() {
+        let cases = [
+            (tonic::Code::NotFound, ErrorKind::NotFound),
+            (tonic::Code::AlreadyExists, ErrorKind::AlreadyExists),
+            (tonic::Code::InvalidArgument, ErrorKind::InvalidArgument),
+            (tonic::Code::FailedPrecondition, ErrorKind::FailedPrecondition),
+            (tonic::Code::Unavailable, ErrorKind::Unavailable),
+            (tonic::Code::DeadlineExceeded, ErrorKind::TimedOut),
+            (tonic::Code::Cancelled, ErrorKind::Cancelled),
+            (tonic::Code::Internal, ErrorKind::Internal),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(kind_of_status(&tonic::Status::new(code, "x")), kind, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_status_messages_map_to_kinds() {
+        let cases = [
+            ("container not running", ErrorKind::FailedPrecondition),
+            ("cannot exec in a stopped state: unknown", ErrorKind::FailedPrecondition),
+            ("cannot delete a running task", ErrorKind::FailedPrecondition),
+            ("process does not exist 42: not found", ErrorKind::NotFound),
+            ("something else", ErrorKind::Internal),
+        ];
+        for (message, kind) in cases {
+            let status = tonic::Status::unknown(message);
+            assert_eq!(kind_of_status(&status), kind, "{message}");
+        }
+    }
+
+    #[test]
+    fn display_names_operation_and_target() {
+        let container_id = ContainerId::new("web").expect("valid id");
+        let error = Error::from_status(
+            Operation::Kill,
+            Target::Container(container_id),
+            tonic::Status::not_found("task not found"),
+        );
+        assert_eq!(error.to_string(), "kill of container web failed: not found");
+        assert_eq!(error.kind(), ErrorKind::NotFound);
+    }
+}
