@@ -297,14 +297,21 @@ mod tests {
             (tonic::Code::NotFound, ErrorKind::NotFound),
             (tonic::Code::AlreadyExists, ErrorKind::AlreadyExists),
             (tonic::Code::InvalidArgument, ErrorKind::InvalidArgument),
-            (tonic::Code::FailedPrecondition, ErrorKind::FailedPrecondition),
+            (
+                tonic::Code::FailedPrecondition,
+                ErrorKind::FailedPrecondition,
+            ),
             (tonic::Code::Unavailable, ErrorKind::Unavailable),
             (tonic::Code::DeadlineExceeded, ErrorKind::TimedOut),
             (tonic::Code::Cancelled, ErrorKind::Cancelled),
             (tonic::Code::Internal, ErrorKind::Internal),
         ];
         for (code, kind) in cases {
-            assert_eq!(kind_of_status(&tonic::Status::new(code, "x")), kind, "{code:?}");
+            assert_eq!(
+                kind_of_status(&tonic::Status::new(code, "x")),
+                kind,
+                "{code:?}"
+            );
         }
     }
 
@@ -312,8 +319,14 @@ mod tests {
     fn unknown_status_messages_map_to_kinds() {
         let cases = [
             ("container not running", ErrorKind::FailedPrecondition),
-            ("cannot exec in a stopped state: unknown", ErrorKind::FailedPrecondition),
-            ("cannot delete a running task", ErrorKind::FailedPrecondition),
+            (
+                "cannot exec in a stopped state: unknown",
+                ErrorKind::FailedPrecondition,
+            ),
+            (
+                "cannot delete a running task",
+                ErrorKind::FailedPrecondition,
+            ),
             ("process does not exist 42: not found", ErrorKind::NotFound),
             ("something else", ErrorKind::Internal),
         ];

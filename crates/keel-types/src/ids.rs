@@ -173,6 +173,9 @@ mod tests {
     #[test]
     fn namespace_error_names_field() {
         let error = Namespace::new("a/b").expect_err("slash is invalid");
-        assert!(error.to_string().starts_with("invalid namespace"), "{error}");
+        assert!(
+            error.to_string().starts_with("invalid namespace"),
+            "{error}"
+        );
     }
 }

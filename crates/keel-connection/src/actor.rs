@@ -1,0 +1,272 @@
+//! The connection actor.
+//!
+//! Lifecycle: it starts in `Connecting`, checks containerd's health at once, and then moves
+//! between `Connected` (checking every `health_interval`) and `Backoff` (retrying after
+//! [`Backoff::delay`]). Every change is published on the `watch` channel given in its
+//! arguments, which outlives the actor, so subscribers keep working when a supervisor restarts
+//! it. The health check runs in a task whose handle the state holds, so a frozen containerd
+//! never stalls the mailbox; the actor only ever has one check in flight.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_types::{Error, Namespace};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::{Backoff, Services, socket_watch};
+
+/// What the connection actor knows about containerd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// A health check is in flight; `attempt` counts the checks since containerd last served.
+    Connecting {
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// containerd answered its last health check with `SERVING`.
+    Connected,
+    /// The last check failed; the next one starts after `retry_in`.
+    Backoff {
+        /// The number of failed attempts so far.
+        attempt: u32,
+        /// The delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+impl ConnectionState {
+    /// Returns true when containerd answered the last health check.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Self::Connected)
+    }
+}
+
+/// Messages the connection actor handles.
+#[derive(Debug)]
+pub enum ConnectionMsg {
+    /// Returns the service clients.
+    Services(RpcReplyPort<Services>),
+    /// Checks containerd's health now, skipping any backoff wait. Sent when an event stream
+    /// breaks, when containerd's socket reappears, or by a supervisor that restarted containerd.
+    CheckNow,
+    /// Timer tick: time for the next scheduled check.
+    Tick,
+    /// The result of the check that was in flight.
+    CheckFinished(Result<(), String>),
+}
+
+/// Start-up arguments of the connection actor.
+#[derive(Clone, Debug)]
+pub struct ConnectionArgs {
+    /// containerd's gRPC socket.
+    pub socket: PathBuf,
+    /// The namespace of every request.
+    pub namespace: Namespace,
+    /// The default deadline of one request.
+    pub call_timeout: Duration,
+    /// How often a connected containerd is checked.
+    pub health_interval: Duration,
+    /// How long one health check may take before containerd counts as down.
+    pub health_timeout: Duration,
+    /// The delays between reconnect attempts.
+    pub backoff: Backoff,
+    /// Where state changes are published; created by the caller so it outlives restarts.
+    pub state: Arc<watch::Sender<ConnectionState>>,
+}
+
+/// The connection actor.
+#[derive(Debug, Default)]
+pub struct ConnectionActor;
+
+/// The connection actor's state.
+pub struct Connection {
+    args: ConnectionArgs,
+    services: Services,
+    lifecycle: ConnectionState,
+    check: Option<JoinHandle<()>>,
+    timer: Option<JoinHandle<()>>,
+    socket_watch: Option<JoinHandle<()>>,
+}
+
+impl Actor for ConnectionActor {
+    type Msg = ConnectionMsg;
+    type State = Connection;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<Connection, ActorProcessingErr> {
+        let services = Services::new(&args.socket, args.namespace.clone(), args.call_timeout)?;
+        let socket_watch = spawn_socket_watch(&args, &myself);
+        let mut connection = Connection {
+            args,
+            services,
+            lifecycle: ConnectionState::Connecting { attempt: 1 },
+            check: None,
+            timer: None,
+            socket_watch,
+        };
+        connection.start_check(&myself);
+        Ok(connection)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        connection: &mut Connection,
+    ) -> Result<(), ActorProcessingErr> {
+        for handle in [
+            connection.check.take(),
+            connection.timer.take(),
+            connection.socket_watch.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            handle.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        message: ConnectionMsg,
+        connection: &mut Connection,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectionMsg::Services(reply) => {
+                let _ = reply.send(connection.services.clone());
+            }
+            ConnectionMsg::CheckNow => connection.check_now(&myself),
+            ConnectionMsg::Tick => connection.start_check(&myself),
+            ConnectionMsg::CheckFinished(result) => connection.finish_check(&myself, result),
+        }
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// Starts a health check unless one is in flight.
+    fn start_check(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        if self
+            .check
+            .as_ref()
+            .is_some_and(|check| !check.is_finished())
+        {
+            return;
+        }
+        if let ConnectionState::Backoff { attempt, .. } = self.lifecycle {
+            self.publish(ConnectionState::Connecting {
+                attempt: attempt + 1,
+            });
+        }
+        let mut health = self.services.health();
+        let timeout = self.args.health_timeout;
+        let myself = myself.clone();
+        self.check = Some(tokio::spawn(async move {
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            let result = match tokio::time::timeout(timeout, health.check(request)).await {
+                Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => {
+                    Ok(())
+                }
+                Ok(Ok(response)) => Err(format!("status {}", response.get_ref().status)),
+                Ok(Err(status)) => Err(status.to_string()),
+                Err(_elapsed) => Err(format!("no answer within {}ms", timeout.as_millis())),
+            };
+            let _ = myself.cast(ConnectionMsg::CheckFinished(result));
+        }));
+    }
+
+    /// Checks at once, unless containerd is connected and a check is already scheduled.
+    fn check_now(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+        self.start_check(myself);
+    }
+
+    /// Moves the state machine on the result of a health check and schedules the next one.
+    fn finish_check(&mut self, myself: &ActorRef<ConnectionMsg>, result: Result<(), String>) {
+        self.check = None;
+        let next_check = match (result, self.lifecycle) {
+            (Ok(()), ConnectionState::Connected) => self.args.health_interval,
+            (Ok(()), _) => {
+                tracing::info!(socket = %self.args.socket.display(), "connected");
+                self.publish(ConnectionState::Connected);
+                self.args.health_interval
+            }
+            (Err(error), lifecycle) => {
+                let attempt = match lifecycle {
+                    ConnectionState::Connecting { attempt } => attempt,
+                    ConnectionState::Backoff { attempt, .. } => attempt,
+                    ConnectionState::Connected => {
+                        tracing::warn!(socket = %self.args.socket.display(), %error, "containerd stopped serving");
+                        1
+                    }
+                };
+                let retry_in = self.args.backoff.delay(attempt);
+                tracing::debug!(socket = %self.args.socket.display(), attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "health check failed");
+                self.publish(ConnectionState::Backoff { attempt, retry_in });
+                retry_in
+            }
+        };
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+        self.timer = Some(tokio::spawn(schedule_tick(myself.clone(), next_check)));
+    }
+
+    fn publish(&mut self, lifecycle: ConnectionState) {
+        self.lifecycle = lifecycle;
+        self.args.state.send_replace(lifecycle);
+    }
+}
+
+async fn schedule_tick(myself: ActorRef<ConnectionMsg>, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let _ = myself.cast(ConnectionMsg::Tick);
+}
+
+/// Starts the socket watcher; a failure to watch only costs reconnect speed, so it is logged.
+fn spawn_socket_watch(
+    args: &ConnectionArgs,
+    myself: &ActorRef<ConnectionMsg>,
+) -> Option<JoinHandle<()>> {
+    let socket = args.socket.clone();
+    let myself = myself.clone();
+    Some(tokio::spawn(async move {
+        let result = socket_watch::watch_socket(&socket, || {
+            let _ = myself.cast(ConnectionMsg::CheckNow);
+        })
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(socket = %socket.display(), %error, "cannot watch containerd's socket; reconnects rely on backoff");
+        }
+    }))
+}
+
+/// Returns the services of a running connection actor.
+///
+/// # Errors
+///
+/// Returns [`Error::Stopped`] when the actor is gone.
+pub async fn services_of(actor: &ActorRef<ConnectionMsg>) -> Result<Services, Error> {
+    let stopped = || Error::Stopped {
+        operation: keel_types::Operation::Connect,
+        target: keel_types::Target::Containerd,
+    };
+    match actor.call(ConnectionMsg::Services, None).await {
+        Ok(ractor::rpc::CallResult::Success(services)) => Ok(services),
+        _ => Err(stopped()),
+    }
+}

@@ -1,0 +1,31 @@
+//! Deadlines for gRPC calls.
+
+use std::future::Future;
+use std::time::Duration;
+
+use keel_types::{Error, Operation, Target};
+
+/// Runs one gRPC call with a deadline and maps its failure to keel's [`Error`].
+///
+/// The deadline is enforced on the client side, so a frozen containerd cannot hold the caller
+/// past `timeout` even when it never answers; dropping the future resets the HTTP/2 stream.
+///
+/// # Errors
+///
+/// Returns [`Error::TimedOut`] when the deadline passes, or the mapped gRPC status.
+pub async fn call_with_deadline<T>(
+    operation: Operation,
+    target: &Target,
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(Error::from_status(operation, target.clone(), status)),
+        Err(_elapsed) => Err(Error::TimedOut {
+            operation,
+            target: target.clone(),
+            timeout,
+        }),
+    }
+}

@@ -1,0 +1,242 @@
+//! The event-subscriber actor.
+//!
+//! Lifecycle: `pre_start` spawns the stream task, whose handle the state holds and `post_stop`
+//! aborts. The task waits until the connection is up, subscribes, publishes probe events until
+//! the first event arrives on the new stream, then forwards every envelope to the actor. When the
+//! stream breaks it tells the actor, asks the connection actor to check containerd at once,
+//! and starts over. The actor decodes, routes, and calls [`Router::reconcile`] each time a
+//! stream is proven live.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
+use containerd_client::types::Envelope;
+use futures::StreamExt;
+use keel_connection::{ConnectionMsg, ConnectionState, Services};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Router, decode_envelope};
+
+/// The topic of the probe event that proves a new subscription is live. It sits outside
+/// `/tasks/`, so other subscribers of the namespace that filter on task events never see it.
+const PROBE_TOPIC: &str = "/keel/probe";
+
+/// How often the probe is published while the subscription is not yet confirmed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Messages the event actor handles.
+#[derive(Debug)]
+pub enum EventMsg {
+    /// An envelope from the live stream.
+    Envelope(Envelope),
+    /// A new stream is live: its first event arrived.
+    StreamLive,
+    /// The stream ended or failed; the task is already subscribing again.
+    StreamEnded(String),
+}
+
+/// Start-up arguments of the event actor.
+pub struct EventArgs {
+    /// The service clients.
+    pub services: Services,
+    /// Where decoded events go.
+    pub router: Arc<dyn Router>,
+    /// The connection actor, told to check containerd when the stream breaks.
+    pub connection: ActorRef<ConnectionMsg>,
+    /// The connection's published state, used to wait before subscribing again.
+    pub connection_state: watch::Receiver<ConnectionState>,
+    /// Counters shared with the client, kept across restarts of the actor.
+    pub stats: Arc<EventStats>,
+}
+
+/// Counters of the event pipeline.
+#[derive(Debug, Default)]
+pub struct EventStats {
+    /// Envelopes received.
+    pub received: AtomicU64,
+    /// Events for containers keel does not track, dropped.
+    pub unrouted: AtomicU64,
+    /// Envelopes that failed to decode, dropped.
+    pub malformed: AtomicU64,
+    /// Streams that proved live, the first one included.
+    pub subscriptions: AtomicU64,
+}
+
+/// The event-subscriber actor.
+#[derive(Debug, Default)]
+pub struct EventActor;
+
+/// The event actor's state.
+pub struct EventSubscriber {
+    router: Arc<dyn Router>,
+    stats: Arc<EventStats>,
+    stream: JoinHandle<()>,
+}
+
+impl Actor for EventActor {
+    type Msg = EventMsg;
+    type State = EventSubscriber;
+    type Arguments = EventArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EventMsg>,
+        args: EventArgs,
+    ) -> Result<EventSubscriber, ActorProcessingErr> {
+        let stream = tokio::spawn(run_stream(
+            args.services,
+            args.connection,
+            args.connection_state,
+            myself,
+        ));
+        Ok(EventSubscriber {
+            router: args.router,
+            stats: args.stats,
+            stream,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<EventMsg>,
+        subscriber: &mut EventSubscriber,
+    ) -> Result<(), ActorProcessingErr> {
+        subscriber.stream.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<EventMsg>,
+        message: EventMsg,
+        subscriber: &mut EventSubscriber,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EventMsg::Envelope(envelope) => subscriber.route(&envelope),
+            EventMsg::StreamLive => subscriber.stream_live(),
+            EventMsg::StreamEnded(error) => {
+                tracing::warn!(%error, "event stream reset");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventSubscriber {
+    fn route(&self, envelope: &Envelope) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if envelope.topic == PROBE_TOPIC {
+            return;
+        }
+        let event = match decode_envelope(envelope) {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(error) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %envelope.topic, error = %error, "dropped malformed event");
+                return;
+            }
+        };
+        tracing::trace!(container_id = %event.container_id, topic = %envelope.topic, "event");
+        let container_id = event.container_id.clone();
+        if !self.router.route(event) {
+            let dropped = self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%container_id, topic = %envelope.topic, dropped, "event for an untracked container");
+        }
+    }
+
+    fn stream_live(&self) {
+        let subscriptions = self.stats.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
+        if subscriptions > 1 {
+            tracing::info!(subscriptions, "event stream resubscribed; reconciling");
+        }
+        self.router.reconcile();
+    }
+}
+
+/// Subscribes, forwards, and subscribes again after every break, until aborted.
+async fn run_stream(
+    services: Services,
+    connection: ActorRef<ConnectionMsg>,
+    mut connection_state: watch::Receiver<ConnectionState>,
+    myself: ActorRef<EventMsg>,
+) {
+    loop {
+        if connection_state
+            .wait_for(ConnectionState::is_connected)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let error = match subscribe_once(&services, &myself).await {
+            Ok(()) => "stream closed by containerd".to_owned(),
+            Err(status) => status.to_string(),
+        };
+        let _ = connection.cast(ConnectionMsg::CheckNow);
+        if myself.cast(EventMsg::StreamEnded(error)).is_err() {
+            return;
+        }
+        // Let the connection actor see the failure before waiting on its state again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs one subscription until the stream ends.
+async fn subscribe_once(
+    services: &Services,
+    myself: &ActorRef<EventMsg>,
+) -> Result<(), tonic::Status> {
+    let namespace = services.namespace();
+    let request = SubscribeRequest {
+        filters: vec![
+            format!("namespace=={namespace},topic~=|^/tasks/|"),
+            format!("namespace=={namespace},topic=={PROBE_TOPIC}"),
+        ],
+    };
+    let mut events = services.events();
+    let subscribe = events.subscribe(request);
+    tokio::pin!(subscribe);
+
+    // containerd answers Subscribe only once the first event arrives, so probes are published
+    // until the call returns.
+    let mut probes = tokio::time::interval(PROBE_INTERVAL);
+    let mut stream = loop {
+        tokio::select! {
+            response = &mut subscribe => break response?.into_inner(),
+            _ = probes.tick() => publish_probe(services).await?,
+        }
+    };
+
+    // The first envelope, probe or not, came through this subscription, so it is live.
+    if myself.cast(EventMsg::StreamLive).is_err() {
+        return Ok(());
+    }
+    while let Some(envelope) = stream.next().await {
+        if myself.cast(EventMsg::Envelope(envelope?)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn publish_probe(services: &Services) -> Result<(), tonic::Status> {
+    let request = PublishRequest {
+        topic: PROBE_TOPIC.to_owned(),
+        event: Some(prost_types::Any {
+            type_url: "keel.probe".to_owned(),
+            value: Vec::new(),
+        }),
+    };
+    let timeout = services.call_timeout();
+    match tokio::time::timeout(timeout, services.events().publish(request)).await {
+        Ok(result) => result.map(drop),
+        Err(_elapsed) => Err(tonic::Status::deadline_exceeded(
+            "publishing the probe timed out",
+        )),
+    }
+}
