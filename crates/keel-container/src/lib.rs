@@ -1,1 +1,26 @@
-//! stub
+//! Container actors: one actor per container, owning its task, exec processes, stdio and the
+//! delivery of its events to the [`Backend`].
+//!
+//! The [`ContainersSupervisor`] spawns a [`ContainerActor`] per container, keeps the
+//! [`Registry`] that the event actor routes through, and restarts a failed container actor,
+//! which then rebuilds its state from containerd. Each container actor handles its messages
+//! one at a time, so requests and events of one container are applied in the order they
+//! arrive; its events go to a bounded queue that a delivery task drains into the backend, so a
+//! slow backend never stalls the actor or any other container. This crate knows nothing of
+//! the public API: the facade turns its calls into [`ContainerMsg`]s.
+
+mod actor;
+mod backend;
+mod delivery;
+mod process;
+mod registry;
+mod runtime;
+mod stdio;
+mod supervisor;
+
+pub use actor::{ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, CreateContainer};
+pub use backend::Backend;
+pub use registry::Registry;
+pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
+pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};
+pub use supervisor::{ContainersSupervisor, SupervisorArgs, SupervisorMsg};

@@ -1,0 +1,100 @@
+//! The runtime a container runs with, and runc's typed options.
+
+use prost::Message;
+
+/// containerd's name for the runc v2 shim.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+
+/// The type URL containerd expects for [`RuncOptions`].
+const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+
+/// The runtime of a container: the shim's name and its options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Runtime {
+    /// The runtime name, such as [`RUNC_RUNTIME`].
+    pub name: String,
+    /// Options for the runc shim, stored with the container record so they survive a reload.
+    pub runc: Option<RuncOptions>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            name: RUNC_RUNTIME.to_owned(),
+            runc: None,
+        }
+    }
+}
+
+/// Options of the runc v2 shim, the message `containerd.runc.v1.Options`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RuncOptions {
+    /// Disables `pivot_root` when creating the container.
+    #[prost(bool, tag = "1")]
+    pub no_pivot_root: bool,
+    /// Gives the container no session keyring.
+    #[prost(bool, tag = "2")]
+    pub no_new_keyring: bool,
+    /// The cgroup the shim itself is placed in.
+    #[prost(string, tag = "3")]
+    pub shim_cgroup: String,
+    /// The owner of the stdio pipes the shim creates.
+    #[prost(uint32, tag = "4")]
+    pub io_uid: u32,
+    /// The group of the stdio pipes the shim creates.
+    #[prost(uint32, tag = "5")]
+    pub io_gid: u32,
+    /// The runc binary, looked up on containerd's PATH when not absolute.
+    #[prost(string, tag = "6")]
+    pub binary_name: String,
+    /// runc's state folder.
+    #[prost(string, tag = "7")]
+    pub root: String,
+    /// The criu binary used for checkpoint and restore.
+    #[prost(string, tag = "8")]
+    pub criu_path: String,
+    /// Uses systemd to manage cgroups.
+    #[prost(bool, tag = "9")]
+    pub systemd_cgroup: bool,
+    /// Where criu writes its images.
+    #[prost(string, tag = "10")]
+    pub criu_image_path: String,
+    /// Where criu writes its logs and work files.
+    #[prost(string, tag = "11")]
+    pub criu_work_path: String,
+}
+
+impl RuncOptions {
+    /// Encodes the options as the `Any` containerd stores with the container.
+    pub fn to_any(&self) -> prost_types::Any {
+        prost_types::Any {
+            type_url: RUNC_OPTIONS_TYPE_URL.to_owned(),
+            value: self.encode_to_vec(),
+        }
+    }
+
+    /// Decodes options stored with a container record; `None` for another runtime's options.
+    pub fn from_any(any: &prost_types::Any) -> Option<Result<Self, prost::DecodeError>> {
+        let type_name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+        (type_name == RUNC_OPTIONS_TYPE_URL).then(|| Self::decode(any.value.as_slice()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_options_round_trip_through_any() {
+        let options = RuncOptions {
+            binary_name: "runc".to_owned(),
+            io_uid: 1000,
+            systemd_cgroup: true,
+            ..RuncOptions::default()
+        };
+        let decoded = RuncOptions::from_any(&options.to_any())
+            .expect("is runc options")
+            .expect("decodes");
+        assert_eq!(decoded, options);
+    }
+}

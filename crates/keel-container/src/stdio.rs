@@ -1,0 +1,204 @@
+//! FIFOs between keel and a process's stdio.
+//!
+//! keel makes the FIFOs in the container's bundle folder, opens the read ends of stdout and
+//! stderr before asking containerd to create the process (the shim blocks until they are
+//! open), and hands the open ends to the caller as async streams. Each output stream counts
+//! itself closed when it reads end of file or is dropped, and `wait` resolves only after every
+//! output stream of the process is closed, so a caller never sees an exit before the last byte.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use nix::sys::stat::Mode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+
+/// Which stdio streams a process gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StdioRequest {
+    /// Gives the process a stdin stream.
+    pub stdin: bool,
+    /// Captures stdout and stderr; containerd's shim accepts both or neither.
+    pub output: bool,
+    /// Runs the process on a pseudo-terminal: one output stream, no stderr.
+    pub terminal: bool,
+}
+
+/// The caller's ends of a process's stdio.
+#[derive(Debug, Default)]
+pub struct ProcessIo {
+    /// The process's stdin, when requested.
+    pub stdin: Option<StdinStream>,
+    /// The process's stdout, or the terminal's output.
+    pub stdout: Option<OutputStream>,
+    /// The process's stderr; `None` on a terminal.
+    pub stderr: Option<OutputStream>,
+}
+
+/// The FIFO paths of one process, removed when the process is deleted.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FifoSet {
+    pub(crate) stdin: Option<PathBuf>,
+    pub(crate) stdout: Option<PathBuf>,
+    pub(crate) stderr: Option<PathBuf>,
+}
+
+impl FifoSet {
+    /// Makes the FIFOs for `request` in `folder`, named after `process_name`.
+    pub(crate) fn create(
+        folder: &Path,
+        process_name: &str,
+        request: StdioRequest,
+    ) -> io::Result<Self> {
+        let make = |stream: &str| -> io::Result<PathBuf> {
+            let path = folder.join(format!("{process_name}-{stream}"));
+            nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)?;
+            Ok(path)
+        };
+        let mut fifos = Self::default();
+        let result = (|| {
+            if request.stdin {
+                fifos.stdin = Some(make("stdin")?);
+            }
+            if request.output || request.terminal {
+                fifos.stdout = Some(make("stdout")?);
+            }
+            if request.output && !request.terminal {
+                fifos.stderr = Some(make("stderr")?);
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(fifos),
+            Err(error) => {
+                fifos.remove();
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens the caller's ends. Output ends must be open before containerd creates the process.
+    pub(crate) fn open(&self, streams_open: &Arc<watch::Sender<usize>>) -> io::Result<ProcessIo> {
+        let output = |path: &Option<PathBuf>| -> io::Result<Option<OutputStream>> {
+            path.as_deref()
+                .map(|path| OutputStream::open(path, streams_open))
+                .transpose()
+        };
+        Ok(ProcessIo {
+            stdout: output(&self.stdout)?,
+            stderr: output(&self.stderr)?,
+            stdin: self.stdin.as_deref().map(StdinStream::open).transpose()?,
+        })
+    }
+
+    /// Returns the paths in containerd's request form, where an empty string means none.
+    pub(crate) fn request_paths(&self) -> [String; 3] {
+        let text = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map(|path| path.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        [text(&self.stdin), text(&self.stdout), text(&self.stderr)]
+    }
+
+    /// Removes the FIFOs, ignoring ones already gone.
+    pub(crate) fn remove(&self) {
+        for path in [&self.stdin, &self.stdout, &self.stderr]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(error) = std::fs::remove_file(path)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), %error, "cannot remove FIFO");
+            }
+        }
+    }
+}
+
+/// A process's stdout or stderr, readable with [`tokio::io::AsyncReadExt`].
+#[derive(Debug)]
+pub struct OutputStream {
+    receiver: pipe::Receiver,
+    open: Option<Arc<watch::Sender<usize>>>,
+}
+
+impl OutputStream {
+    fn open(path: &Path, streams_open: &Arc<watch::Sender<usize>>) -> io::Result<Self> {
+        let receiver = pipe::OpenOptions::new().open_receiver(path)?;
+        streams_open.send_modify(|open| *open += 1);
+        Ok(Self {
+            receiver,
+            open: Some(Arc::clone(streams_open)),
+        })
+    }
+
+    fn mark_closed(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.send_modify(|open| *open = open.saturating_sub(1));
+        }
+    }
+}
+
+impl AsyncRead for OutputStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let result = Pin::new(&mut self.receiver).poll_read(context, buffer);
+        if matches!(result, Poll::Ready(Ok(()))) && buffer.filled().len() == before {
+            self.mark_closed();
+        }
+        result
+    }
+}
+
+impl Drop for OutputStream {
+    fn drop(&mut self) {
+        self.mark_closed();
+    }
+}
+
+/// A process's stdin, writable with [`tokio::io::AsyncWriteExt`].
+///
+/// Dropping it closes keel's end; the process sees end of file only after the task's or exec's
+/// `close_stdin`, because the shim keeps a write end of its own.
+#[derive(Debug)]
+pub struct StdinStream {
+    sender: pipe::Sender,
+}
+
+impl StdinStream {
+    fn open(path: &Path) -> io::Result<Self> {
+        // Read-write open succeeds before the shim opens its end, where a write-only open of a
+        // FIFO without a reader would fail.
+        let sender = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(path)?;
+        Ok(Self { sender })
+    }
+}
+
+impl AsyncWrite for StdinStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.sender).poll_write(context, buffer)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.sender).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.sender).poll_shutdown(context)
+    }
+}

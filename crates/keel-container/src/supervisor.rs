@@ -1,0 +1,198 @@
+//! The supervisor of the container actors.
+//!
+//! Restart table: a container actor that stops normally (after its container is deleted, or
+//! after a failed create) leaves the registry and is not restarted. A container actor that
+//! fails is replaced by a new one that loads the container from containerd and reconciles its
+//! task, so missed exits are still reported. The supervisor never stops because a child ended,
+//! unlike ractor's default handler.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keel_connection::Services;
+use keel_types::{ContainerId, Error, ErrorKind, Operation, Target};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio_util::task::TaskTracker;
+
+use crate::{Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, Registry};
+
+/// Messages the containers supervisor handles.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Spawns the actor of a container that is about to be created; fails with already
+    /// exists when the container is tracked.
+    Spawn(
+        ContainerId,
+        RpcReplyPort<Result<ActorRef<ContainerMsg>, Error>>,
+    ),
+    /// Returns the actor of a tracked container, spawning one for a container that exists
+    /// only in containerd when `load` is set.
+    Lookup {
+        /// The container.
+        container_id: ContainerId,
+        /// Spawns an actor that the caller will load from containerd.
+        load: bool,
+        /// Where the actor goes; the flag is true when the actor is new and needs loading.
+        reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
+    },
+}
+
+/// Start-up arguments of the containers supervisor.
+pub struct SupervisorArgs {
+    /// The service clients.
+    pub services: Services,
+    /// Where events go.
+    pub backend: Arc<dyn Backend>,
+    /// The client's state folder.
+    pub state_dir: PathBuf,
+    /// Tunables of each container actor.
+    pub options: ContainerOptions,
+    /// Tracks delivery tasks.
+    pub tracker: TaskTracker,
+    /// The registry the event actor routes through.
+    pub registry: Arc<Registry>,
+}
+
+/// The containers supervisor.
+#[derive(Debug, Default)]
+pub struct ContainersSupervisor;
+
+/// The supervisor's state: its arguments and which container each child serves.
+pub struct Supervisor {
+    args: SupervisorArgs,
+    children: HashMap<ActorId, ContainerId>,
+}
+
+impl Actor for ContainersSupervisor {
+    type Msg = SupervisorMsg;
+    type State = Supervisor;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<Supervisor, ActorProcessingErr> {
+        Ok(Supervisor {
+            args,
+            children: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut Supervisor,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Spawn(container_id, reply) => {
+                let result = match state.args.registry.get(&container_id) {
+                    Some(_) => Err(Error::Rejected {
+                        operation: Operation::CreateContainer,
+                        target: Target::Container(container_id),
+                        kind: ErrorKind::AlreadyExists,
+                        reason: "keel already tracks a container with this id".to_owned(),
+                    }),
+                    None => state.spawn(&myself, container_id).await,
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Lookup {
+                container_id,
+                load,
+                reply,
+            } => {
+                let result = match state.args.registry.get(&container_id) {
+                    Some(actor) => Ok((actor, false)),
+                    None if load => state
+                        .spawn(&myself, container_id)
+                        .await
+                        .map(|actor| (actor, true)),
+                    None => Err(Error::Rejected {
+                        operation: Operation::Status,
+                        target: Target::Container(container_id),
+                        kind: ErrorKind::NotFound,
+                        reason: "no such container; create or load it first".to_owned(),
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut Supervisor,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(container_id) = state.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                state
+                    .restart(&myself, container_id, &error.to_string())
+                    .await;
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.children.remove(&cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Supervisor {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        container_id: ContainerId,
+    ) -> Result<ActorRef<ContainerMsg>, Error> {
+        let args = ContainerArgs {
+            container_id: container_id.clone(),
+            services: self.args.services.clone(),
+            backend: Arc::clone(&self.args.backend),
+            state_dir: self.args.state_dir.clone(),
+            options: self.args.options.clone(),
+            tracker: self.args.tracker.clone(),
+            registry: Arc::clone(&self.args.registry),
+        };
+        let spawned = Actor::spawn_linked(None, ContainerActor, args, myself.get_cell()).await;
+        match spawned {
+            Ok((actor, _handle)) => {
+                self.children.insert(actor.get_id(), container_id.clone());
+                self.args.registry.insert(container_id, actor.clone());
+                Ok(actor)
+            }
+            Err(error) => Err(Error::Rejected {
+                operation: Operation::CreateContainer,
+                target: Target::Container(container_id),
+                kind: ErrorKind::Internal,
+                reason: format!("cannot start the container actor: {error}"),
+            }),
+        }
+    }
+
+    /// Replaces a failed container actor with one loaded from containerd.
+    async fn restart(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        container_id: ContainerId,
+        error: &str,
+    ) {
+        tracing::error!(%container_id, %error, "container actor failed; restarting it");
+        if let Some(failed) = self.args.registry.get(&container_id) {
+            self.args.registry.remove_if_same(&container_id, &failed);
+        }
+        let Ok(actor) = self.spawn(myself, container_id.clone()).await else {
+            return;
+        };
+        // Loading awaits containerd, so it runs in the new actor's mailbox, not here.
+        let _ = actor.cast(ContainerMsg::Reload);
+    }
+}

@@ -1,0 +1,359 @@
+//! The client: connects to containerd, owns the actor tree, and hands out container handles.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use containerd_client::services::v1::VersionResponse;
+use keel_connection::{Backoff, ConnectionArgs, ConnectionState, Services, call_with_deadline};
+use keel_container::{
+    Backend, ContainerOptions, CreateContainer, Registry, Runtime, SupervisorMsg,
+};
+use keel_events::EventStats;
+use keel_types::{ContainerId, Error, ErrorKind, Namespace, Operation, Target};
+use oci_spec::runtime::Spec;
+use ractor::{Actor, ActorRef};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::container::Container;
+use crate::request::{request, stopped};
+use crate::tree::{Children, Tree, TreeArgs};
+use crate::validate::check_spec;
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// containerd's gRPC socket.
+    pub socket: PathBuf,
+    /// The containerd namespace the client works in.
+    pub namespace: String,
+    /// keel's own folder for bundle folders and FIFOs; made with owner-only permissions.
+    pub state_dir: PathBuf,
+    /// The deadline of one request to containerd.
+    pub call_timeout: Duration,
+    /// How long [`Client::connect_with`] waits for containerd to serve.
+    pub connect_timeout: Duration,
+    /// How often a connected containerd is health-checked.
+    pub health_interval: Duration,
+    /// How long one health check may take.
+    pub health_timeout: Duration,
+    /// The delays between reconnect attempts.
+    pub backoff: Backoff,
+    /// Tunables of each container actor.
+    pub container: ContainerOptions,
+}
+
+impl ClientOptions {
+    /// Returns the default settings for `socket` and `namespace`, with the state folder
+    /// `/run/keel`.
+    pub fn new(socket: impl Into<PathBuf>, namespace: impl Into<String>) -> Self {
+        Self {
+            socket: socket.into(),
+            namespace: namespace.into(),
+            state_dir: PathBuf::from("/run/keel"),
+            call_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(2),
+            backoff: Backoff::default(),
+            container: ContainerOptions::default(),
+        }
+    }
+
+    /// Sets keel's state folder.
+    pub fn state_dir(mut self, state_dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = state_dir.into();
+        self
+    }
+}
+
+/// The containerd version a client is connected to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The release, such as `1.6.20~ds1`.
+    pub version: String,
+    /// The source revision.
+    pub revision: String,
+}
+
+/// A connection to containerd in one namespace, with its actor tree.
+///
+/// Cheap to clone; every clone drives the same actors. Call [`Client::shutdown`] to stop the
+/// tree and wait for the last events to reach the backend.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    tree: ActorRef<()>,
+    children: Arc<RwLock<Option<Children>>>,
+    services: Services,
+    connection_state: watch::Receiver<ConnectionState>,
+    tracker: TaskTracker,
+    registry: Arc<Registry>,
+    event_stats: Arc<EventStats>,
+    call_timeout: Duration,
+}
+
+impl Client {
+    /// Connects to containerd at `socket` in `namespace` with default options.
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument for a bad namespace and unavailable when containerd does not
+    /// serve within the connect timeout.
+    pub async fn connect(
+        socket: impl Into<PathBuf>,
+        namespace: &str,
+        backend: impl Backend,
+    ) -> Result<Self, Error> {
+        Self::connect_with(ClientOptions::new(socket, namespace), backend).await
+    }
+
+    /// Connects with explicit options; see [`Client::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn connect_with(
+        options: ClientOptions,
+        backend: impl Backend,
+    ) -> Result<Self, Error> {
+        let namespace = Namespace::new(options.namespace.clone())?;
+        let services = Services::new(&options.socket, namespace.clone(), options.call_timeout)?;
+        let (state_sender, mut connection_state) =
+            watch::channel(ConnectionState::Connecting { attempt: 1 });
+        let connection = ConnectionArgs {
+            socket: options.socket.clone(),
+            namespace,
+            call_timeout: options.call_timeout,
+            health_interval: options.health_interval,
+            health_timeout: options.health_timeout,
+            backoff: options.backoff,
+            state: Arc::new(state_sender),
+        };
+        let children = Arc::new(RwLock::new(None));
+        let tracker = TaskTracker::new();
+        let registry = Arc::new(Registry::default());
+        let event_stats = Arc::new(EventStats::default());
+        let args = TreeArgs {
+            connection,
+            services: services.clone(),
+            backend: Arc::new(backend),
+            state_dir: options.state_dir.clone(),
+            container_options: options.container.clone(),
+            tracker: tracker.clone(),
+            registry: Arc::clone(&registry),
+            event_stats: Arc::clone(&event_stats),
+            children: Arc::clone(&children),
+        };
+        let (tree, _) = Actor::spawn(None, Tree, args)
+            .await
+            .map_err(|error| Error::Rejected {
+                operation: Operation::Connect,
+                target: Target::Containerd,
+                kind: ErrorKind::Internal,
+                reason: format!("cannot start the actor tree: {error}"),
+            })?;
+
+        let connected = tokio::time::timeout(
+            options.connect_timeout,
+            connection_state.wait_for(ConnectionState::is_connected),
+        )
+        .await
+        .is_ok_and(|result| result.is_ok());
+        if !connected {
+            let _ = tree.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+            return Err(Error::Rejected {
+                operation: Operation::Connect,
+                target: Target::Containerd,
+                kind: ErrorKind::Unavailable,
+                reason: format!(
+                    "containerd at {} did not serve within {}ms; check that it runs and the socket path is right",
+                    options.socket.display(),
+                    options.connect_timeout.as_millis()
+                ),
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(ClientInner {
+                tree,
+                children,
+                services,
+                connection_state,
+                tracker,
+                registry,
+                event_stats,
+                call_timeout: options.call_timeout,
+            }),
+        })
+    }
+
+    /// Returns the version of the connected containerd.
+    ///
+    /// # Errors
+    ///
+    /// Returns unavailable or timed out when containerd does not answer.
+    pub async fn version(&self) -> Result<Version, Error> {
+        let mut client = self.inner.services.version();
+        let response: VersionResponse = call_with_deadline(
+            Operation::Version,
+            &Target::Containerd,
+            self.inner.call_timeout,
+            client.version(()),
+        )
+        .await?;
+        Ok(Version {
+            version: response.version,
+            revision: response.revision,
+        })
+    }
+
+    /// Creates a container from `spec` with the runc runtime and no labels.
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument for a bad id or spec (before anything is created), already
+    /// exists for a taken id, or containerd's error.
+    pub async fn create_container(&self, id: &str, spec: Spec) -> Result<Container, Error> {
+        self.create_container_with(id, spec, Runtime::default(), HashMap::new())
+            .await
+    }
+
+    /// Creates a container with an explicit runtime and labels; see [`Client::create_container`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::create_container`].
+    pub async fn create_container_with(
+        &self,
+        id: &str,
+        mut spec: Spec,
+        runtime: Runtime,
+        labels: HashMap<String, String>,
+    ) -> Result<Container, Error> {
+        let container_id = ContainerId::new(id)?;
+        check_spec(&spec)?;
+        self.set_default_cgroups_path(&mut spec, &container_id);
+
+        let containers = self.children()?.containers;
+        let target = Target::Container(container_id.clone());
+        let actor = request(
+            &containers,
+            Operation::CreateContainer,
+            &target,
+            self.inner.call_timeout,
+            |reply| SupervisorMsg::Spawn(container_id.clone(), reply),
+        )
+        .await?;
+        let create = Box::new(CreateContainer {
+            spec,
+            runtime,
+            labels,
+        });
+        request(
+            &actor,
+            Operation::CreateContainer,
+            &target,
+            self.inner.call_timeout * 2,
+            |reply| keel_container::ContainerMsg::Create(create, reply),
+        )
+        .await?;
+        Ok(Container::new(container_id, actor, self.inner.call_timeout))
+    }
+
+    /// Returns the handle of a container this client created or loaded.
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument for a bad id and not found for an untracked container.
+    pub async fn container(&self, id: &str) -> Result<Container, Error> {
+        self.lookup(id, false).await
+    }
+
+    /// Loads a container that exists in containerd, for example after the engine restarted,
+    /// and picks up its task's state. Returns the tracked handle when already loaded.
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument for a bad id and not found when containerd has no such
+    /// container.
+    pub async fn load_container(&self, id: &str) -> Result<Container, Error> {
+        self.lookup(id, true).await
+    }
+
+    async fn lookup(&self, id: &str, load: bool) -> Result<Container, Error> {
+        let container_id = ContainerId::new(id)?;
+        let target = Target::Container(container_id.clone());
+        let containers = self.children()?.containers;
+        let (actor, needs_load) = request(
+            &containers,
+            Operation::LoadContainer,
+            &target,
+            self.inner.call_timeout,
+            |reply| SupervisorMsg::Lookup {
+                container_id: container_id.clone(),
+                load,
+                reply,
+            },
+        )
+        .await?;
+        if needs_load {
+            request(
+                &actor,
+                Operation::LoadContainer,
+                &target,
+                self.inner.call_timeout * 2,
+                keel_container::ContainerMsg::Load,
+            )
+            .await?;
+        }
+        Ok(Container::new(container_id, actor, self.inner.call_timeout))
+    }
+
+    /// Returns the connection's current state.
+    pub fn connection_state(&self) -> ConnectionState {
+        *self.inner.connection_state.borrow()
+    }
+
+    /// Returns the number of containers this client tracks.
+    pub fn tracked_containers(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Returns the event pipeline's counters.
+    pub fn event_stats(&self) -> &EventStats {
+        &self.inner.event_stats
+    }
+
+    /// Stops the actor tree and waits until every queued event reached the backend, at most
+    /// `timeout`. Containers and tasks keep running in containerd.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let _ = self.inner.tree.stop_and_wait(None, Some(timeout)).await;
+        self.inner.tracker.close();
+        let _ = tokio::time::timeout(timeout, self.inner.tracker.wait()).await;
+    }
+
+    fn children(&self) -> Result<Children, Error> {
+        self.inner
+            .children
+            .read()
+            .ok()
+            .and_then(|children| children.clone())
+            .ok_or_else(|| stopped(Operation::Connect, &Target::Containerd))
+    }
+
+    /// Puts the container in the cgroup `/<namespace>/<id>` when the spec names none, as
+    /// containerd's Go client does.
+    fn set_default_cgroups_path(&self, spec: &mut Spec, container_id: &ContainerId) {
+        let namespace = self.inner.services.namespace();
+        if let Some(linux) = spec.linux_mut()
+            && linux.cgroups_path().is_none()
+        {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/{namespace}/{container_id}"))));
+        }
+    }
+}

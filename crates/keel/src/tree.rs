@@ -1,0 +1,180 @@
+//! The root of the actor tree.
+//!
+//! Restart table: the connection actor, the event actor and the containers supervisor are
+//! linked to the root. When one fails, the root spawns a replacement with the same arguments
+//! and publishes its reference; a new event actor subscribes and reconciles, so events missed
+//! meanwhile are still reported. A child that stops normally is not restarted. Stopping the
+//! root stops the event actor first (no more routing), then every container actor, then the
+//! containers supervisor and the connection actor, waiting for each.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use keel_connection::{ConnectionActor, ConnectionArgs, ConnectionMsg, Services};
+use keel_container::{
+    Backend, ContainerOptions, ContainersSupervisor, Registry, SupervisorArgs, SupervisorMsg,
+};
+use keel_events::{EventActor, EventArgs, EventMsg, EventStats};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio_util::task::TaskTracker;
+
+/// How long stopping waits for each actor.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The current references of the root's children, replaced when a child is restarted.
+#[derive(Clone)]
+pub(crate) struct Children {
+    pub(crate) connection: ActorRef<ConnectionMsg>,
+    pub(crate) events: ActorRef<EventMsg>,
+    pub(crate) containers: ActorRef<SupervisorMsg>,
+}
+
+/// Start-up arguments of the root.
+pub(crate) struct TreeArgs {
+    pub(crate) connection: ConnectionArgs,
+    pub(crate) services: Services,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) container_options: ContainerOptions,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) event_stats: Arc<EventStats>,
+    pub(crate) children: Arc<RwLock<Option<Children>>>,
+}
+
+/// The root actor; it handles no messages of its own.
+pub(crate) struct Tree;
+
+impl Actor for Tree {
+    type Msg = ();
+    type State = TreeArgs;
+    type Arguments = TreeArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        args: TreeArgs,
+    ) -> Result<TreeArgs, ActorProcessingErr> {
+        let cell = myself.get_cell();
+        let connection = args.spawn_connection(&cell).await?;
+        let containers = args.spawn_containers(&cell).await?;
+        let events = args.spawn_events(&cell, &connection).await?;
+        args.publish(Children {
+            connection,
+            events,
+            containers,
+        });
+        Ok(args)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<()>,
+        args: &mut TreeArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(children) = args.current() else {
+            return Ok(());
+        };
+        let _ = children
+            .events
+            .stop_and_wait(None, Some(STOP_TIMEOUT))
+            .await;
+        for actor in args.registry.actors() {
+            let _ = actor.stop_and_wait(None, Some(STOP_TIMEOUT)).await;
+        }
+        let _ = children
+            .containers
+            .stop_and_wait(None, Some(STOP_TIMEOUT))
+            .await;
+        let _ = children
+            .connection
+            .stop_and_wait(None, Some(STOP_TIMEOUT))
+            .await;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        args: &mut TreeArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(failed, error) = event else {
+            return Ok(());
+        };
+        let Some(mut children) = args.current() else {
+            return Ok(());
+        };
+        let cell = myself.get_cell();
+        let failed_id = failed.get_id();
+        if failed_id == children.connection.get_id() {
+            tracing::error!(%error, "connection actor failed; restarting it");
+            children.connection = args.spawn_connection(&cell).await?;
+        } else if failed_id == children.events.get_id() {
+            tracing::error!(%error, "event actor failed; restarting it");
+            children.events = args.spawn_events(&cell, &children.connection).await?;
+        } else if failed_id == children.containers.get_id() {
+            tracing::error!(%error, "containers supervisor failed; restarting it");
+            children.containers = args.spawn_containers(&cell).await?;
+        }
+        args.publish(children);
+        Ok(())
+    }
+}
+
+impl TreeArgs {
+    fn current(&self) -> Option<Children> {
+        self.children
+            .read()
+            .ok()
+            .and_then(|children| children.clone())
+    }
+
+    fn publish(&self, children: Children) {
+        if let Ok(mut current) = self.children.write() {
+            *current = Some(children);
+        }
+    }
+
+    async fn spawn_connection(
+        &self,
+        cell: &ActorCell,
+    ) -> Result<ActorRef<ConnectionMsg>, ActorProcessingErr> {
+        let args = self.connection.clone();
+        let (actor, _) = Actor::spawn_linked(None, ConnectionActor, args, cell.clone()).await?;
+        Ok(actor)
+    }
+
+    async fn spawn_containers(
+        &self,
+        cell: &ActorCell,
+    ) -> Result<ActorRef<SupervisorMsg>, ActorProcessingErr> {
+        let args = SupervisorArgs {
+            services: self.services.clone(),
+            backend: Arc::clone(&self.backend),
+            state_dir: self.state_dir.clone(),
+            options: self.container_options.clone(),
+            tracker: self.tracker.clone(),
+            registry: Arc::clone(&self.registry),
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, ContainersSupervisor, args, cell.clone()).await?;
+        Ok(actor)
+    }
+
+    async fn spawn_events(
+        &self,
+        cell: &ActorCell,
+        connection: &ActorRef<ConnectionMsg>,
+    ) -> Result<ActorRef<EventMsg>, ActorProcessingErr> {
+        let args = EventArgs {
+            services: self.services.clone(),
+            router: Arc::clone(&self.registry) as Arc<dyn keel_events::Router>,
+            connection: connection.clone(),
+            connection_state: self.connection.state.subscribe(),
+            stats: Arc::clone(&self.event_stats),
+        };
+        let (actor, _) = Actor::spawn_linked(None, EventActor, args, cell.clone()).await?;
+        Ok(actor)
+    }
+}
