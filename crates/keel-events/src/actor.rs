@@ -14,7 +14,7 @@ use std::time::Duration;
 use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
 use containerd_client::types::Envelope;
 use futures::StreamExt;
-use keel_connection::{ConnectionMsg, ConnectionState, Services};
+use keel_connection::{Backoff, ConnectionMsg, ConnectionState, Services};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -159,12 +159,18 @@ impl EventSubscriber {
 }
 
 /// Subscribes, forwards, and subscribes again after every break, until aborted.
+///
+/// A subscription that fails before its stream goes live is retried with capped backoff, so a
+/// containerd that answers health checks but rejects subscriptions costs few attempts and
+/// few log lines.
 async fn run_stream(
     services: Services,
     connection: ActorRef<ConnectionMsg>,
     mut connection_state: watch::Receiver<ConnectionState>,
     myself: ActorRef<EventMsg>,
 ) {
+    let backoff = Backoff::default();
+    let mut failed_attempts = 0;
     loop {
         if connection_state
             .wait_for(ConnectionState::is_connected)
@@ -173,29 +179,44 @@ async fn run_stream(
         {
             return;
         }
-        let error = match subscribe_once(&services, &myself).await {
-            Ok(()) => "stream closed by containerd".to_owned(),
-            Err(status) => status.to_string(),
+        let (went_live, error) = match subscribe_once(&services, &myself).await {
+            (went_live, Ok(())) => (went_live, "stream closed by containerd".to_owned()),
+            (went_live, Err(status)) => (went_live, status.to_string()),
         };
         let _ = connection.cast(ConnectionMsg::CheckNow);
-        if myself.cast(EventMsg::StreamEnded(error)).is_err() {
+        failed_attempts = if went_live { 0 } else { failed_attempts + 1 };
+        if failed_attempts <= 1 && myself.cast(EventMsg::StreamEnded(error)).is_err() {
             return;
         }
         // Let the connection actor see the failure before waiting on its state again.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let delay = match failed_attempts {
+            0 => Duration::from_millis(5),
+            attempt => backoff.delay(attempt),
+        };
+        tokio::time::sleep(delay).await;
     }
 }
 
-/// Runs one subscription until the stream ends.
+/// Runs one subscription until the stream ends; returns whether the stream went live.
 async fn subscribe_once(
     services: &Services,
     myself: &ActorRef<EventMsg>,
+) -> (bool, Result<(), tonic::Status>) {
+    let mut went_live = false;
+    let result = forward_stream(services, myself, &mut went_live).await;
+    (went_live, result)
+}
+
+async fn forward_stream(
+    services: &Services,
+    myself: &ActorRef<EventMsg>,
+    went_live: &mut bool,
 ) -> Result<(), tonic::Status> {
     let namespace = services.namespace();
     let request = SubscribeRequest {
         filters: vec![
             format!("namespace=={namespace},topic~=|^/tasks/|"),
-            format!("namespace=={namespace},topic=={PROBE_TOPIC}"),
+            format!("namespace=={namespace},topic==\"{PROBE_TOPIC}\""),
         ],
     };
     let mut events = services.events();
@@ -213,6 +234,7 @@ async fn subscribe_once(
     };
 
     // The first envelope, probe or not, came through this subscription, so it is live.
+    *went_live = true;
     if myself.cast(EventMsg::StreamLive).is_err() {
         return Ok(());
     }

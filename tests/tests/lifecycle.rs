@@ -1,0 +1,206 @@
+//! A container's life, start to finish, on a real containerd.
+
+use std::time::Duration;
+
+use keel::{ErrorKind, Event, ProcessId, StdioRequest};
+use keel_tests::Harness;
+use tokio::io::AsyncReadExt;
+
+const OUTPUT: StdioRequest = StdioRequest {
+    stdin: false,
+    output: true,
+    terminal: false,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_and_stderr_arrive_separately() {
+    let harness = Harness::start().await;
+    let spec = harness.spec(&["sh", "-c", "echo hello; echo oops >&2"]);
+    let container = harness
+        .client
+        .create_container("echo", spec)
+        .await
+        .expect("create");
+    let mut task = container.start_task(OUTPUT).await.expect("start");
+
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut stdout_stream = task.take_stdout().expect("stdout requested");
+    let mut stderr_stream = task.take_stderr().expect("stderr requested");
+    stdout_stream
+        .read_to_end(&mut stdout)
+        .await
+        .expect("read stdout");
+    stderr_stream
+        .read_to_end(&mut stderr)
+        .await
+        .expect("read stderr");
+    drop((stdout_stream, stderr_stream));
+
+    assert_eq!(stdout, b"hello\n");
+    assert_eq!(stderr, b"oops\n");
+    let status = task.wait().await.expect("wait");
+    assert_eq!(status.code, 0);
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_code_reaches_backend_once() {
+    let harness = Harness::start().await;
+    let spec = harness.spec(&["sh", "-c", "exit 3"]);
+    let container = harness
+        .client
+        .create_container("three", spec)
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let pid = task.pid();
+
+    let exited = |events: &[Event]| {
+        events
+            .iter()
+            .any(|event| matches!(event, Event::Exited { .. }))
+    };
+    let events = harness
+        .recorder
+        .wait_for("three", Duration::from_secs(10), exited)
+        .await;
+    assert!(
+        matches!(events.first(), Some(Event::Created { pid: created }) if *created == pid),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.get(1), Some(Event::Started { pid: started }) if *started == pid),
+        "{events:?}"
+    );
+    let Some(Event::Exited {
+        process,
+        pid: exit_pid,
+        status,
+        synthetic,
+    }) = events.get(2)
+    else {
+        panic!("third event is not an exit: {events:?}");
+    };
+    assert_eq!(*process, ProcessId::Init);
+    assert_eq!(*exit_pid, pid);
+    assert_eq!(status.code, 3);
+    assert_eq!(*synthetic, None);
+
+    let deleted = task.delete().await.expect("delete task");
+    assert_eq!(deleted.code, 3);
+    container.delete().await.expect("delete container");
+    // Give a late duplicate from the event stream time to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let exits = harness.recorder.exits_of("three", &ProcessId::Init);
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_bundle_and_fifos() {
+    let harness = Harness::start().await;
+    let spec = harness.spec(&["echo", "bye"]);
+    let container = harness
+        .client
+        .create_container("tidy", spec)
+        .await
+        .expect("create");
+    let bundle_dir = harness.bundle_dir("tidy");
+    assert!(bundle_dir.is_dir(), "bundle folder made at create");
+
+    let mut task = container.start_task(OUTPUT).await.expect("start");
+    let fifos = std::fs::read_dir(&bundle_dir).expect("read bundle").count();
+    assert_eq!(fifos, 2, "stdout and stderr FIFOs while the task lives");
+    drop(task.take_stdout());
+    drop(task.take_stderr());
+    task.wait().await.expect("wait");
+    task.delete().await.expect("delete task");
+    assert_eq!(
+        std::fs::read_dir(&bundle_dir).expect("read bundle").count(),
+        0
+    );
+    container.delete().await.expect("delete container");
+
+    assert!(!bundle_dir.exists(), "bundle folder removed");
+    assert!(harness.containerd_containers().is_empty());
+    assert!(harness.containerd_tasks().is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_id_returns_already_exists() {
+    let harness = Harness::start().await;
+    let first = harness
+        .client
+        .create_container("twin", harness.spec(&["true"]))
+        .await
+        .expect("create");
+    let error = harness
+        .client
+        .create_container("twin", harness.spec(&["true"]))
+        .await
+        .expect_err("second create");
+    assert_eq!(error.kind(), ErrorKind::AlreadyExists, "{error}");
+    first.delete().await.expect("delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_id_returns_not_found() {
+    let harness = Harness::start().await;
+    let error = harness
+        .client
+        .container("ghost")
+        .await
+        .expect_err("untracked");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    let error = harness
+        .client
+        .load_container("ghost")
+        .await
+        .expect_err("not in containerd");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    assert!(
+        !harness.bundle_dir("ghost").exists(),
+        "a failed load leaves no folder"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_ids_rejected_without_side_effects() {
+    let harness = Harness::start().await;
+    let long = "a".repeat(77);
+    let cases = [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "../escape",
+        "-a",
+        "a-",
+        "a b",
+        "a\0b",
+        "a\nb",
+        "é",
+        &long,
+    ];
+    for id in cases {
+        let error = harness
+            .client
+            .create_container(id, harness.spec(&["true"]))
+            .await
+            .expect_err(id);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{id:?}: {error}");
+    }
+    let namespace_dir = harness.state_dir.join(&harness.namespace);
+    assert!(!namespace_dir.exists(), "no folder made for invalid ids");
+    assert!(harness.containerd_containers().is_empty());
+    harness.stop().await;
+}
