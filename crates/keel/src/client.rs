@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use containerd_client::services::v1::VersionResponse;
-use keel_connection::{Backoff, ConnectionArgs, ConnectionState, Services, call_with_deadline};
+use keel_connection::{
+    Backoff, ConnectionArgs, ConnectionMsg, ConnectionState, Services, call_with_deadline,
+};
 use keel_container::{
     Backend, ContainerOptions, CreateContainer, Registry, Runtime, SupervisorMsg,
 };
@@ -317,6 +319,15 @@ impl Client {
     /// Returns the connection's current state.
     pub fn connection_state(&self) -> ConnectionState {
         *self.inner.connection_state.borrow()
+    }
+
+    /// Makes the connection actor check containerd's health now, skipping the rest of its
+    /// health interval or backoff wait. Call it when a supervisor has restarted containerd, so
+    /// the client reconnects and reconciles at once. Does nothing after shutdown.
+    pub fn notify_containerd_restarted(&self) {
+        if let Ok(children) = self.children() {
+            let _ = children.connection.cast(ConnectionMsg::CheckNow);
+        }
     }
 
     /// Returns the number of containers this client tracks.
