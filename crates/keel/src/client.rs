@@ -321,6 +321,14 @@ impl Client {
         *self.inner.connection_state.borrow()
     }
 
+    /// Returns a receiver of the connection's state, which is updated on every transition
+    /// (connected, each reconnect attempt, each backoff) and keeps working when the connection
+    /// actor is restarted. Like every `watch` receiver, one that falls behind sees only the
+    /// latest state.
+    pub fn connection_state_changes(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.connection_state.clone()
+    }
+
     /// Makes the connection actor check containerd's health now, skipping the rest of its
     /// health interval or backoff wait. Call it when a supervisor has restarted containerd, so
     /// the client reconnects and reconciles at once. Does nothing after shutdown.
