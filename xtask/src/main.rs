@@ -1,1 +1,126 @@
-fn main() {}
+//! `cargo xtask`: the developer commands of the keel workspace.
+//!
+//! Every command runs from the workspace root and echoes each program it starts, so a failing
+//! step can be rerun by hand. A failing program's exit code becomes the exit code of xtask.
+
+mod command;
+mod setup;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::command::{CommandFailed, cargo};
+
+/// Developer commands of the keel workspace.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer commands of the keel workspace: setup, demo, test, tidy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Check for protoc, containerd, runc and a static busybox, and install them with apt-get
+    /// when missing (needs root).
+    Setup,
+    /// Run setup, then the keel demo against a private containerd.
+    Demo,
+    /// Run setup, tidy, rustfmt, clippy and then the whole test suite.
+    Test,
+    /// Check that every Rust file starts with a `//!` header and that no file cites an issue
+    /// number.
+    Tidy,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => exit_code_of(&error),
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    match task {
+        Task::Setup => setup::run(),
+        Task::Demo => demo(&root),
+        Task::Test => test(&root),
+        Task::Tidy => tidy::run(&root),
+    }
+}
+
+fn demo(root: &Path) -> anyhow::Result<()> {
+    setup::run()?;
+    cargo(root, &["run", "--package", "keel", "--example", "demo"]).run()
+}
+
+/// Runs the checks that need no containerd first, so the test summary is the last output.
+fn test(root: &Path) -> anyhow::Result<()> {
+    setup::run()?;
+    tidy::run(root)?;
+    cargo(root, &["fmt", "--all", "--check"]).run()?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+    .run()?;
+    // Tests run in parallel: each real-containerd test starts its own private containerd.
+    cargo(root, &["test", "--workspace"])
+        .env_remove("RUST_TEST_THREADS")
+        .run()
+}
+
+/// Prints what failed and returns the exit code for it. A program that failed has already
+/// printed its own errors, so only its exit code passes on.
+fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    if let Some(failed) = error.downcast_ref::<CommandFailed>() {
+        return failed.exit_code();
+    }
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// Returns the workspace root, the parent of this package's folder.
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .with_context(|| format!("{} has no parent folder", manifest_dir.display()))?;
+    Ok(root.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_every_task() {
+        for task in ["setup", "demo", "test", "tidy"] {
+            assert!(Cli::try_parse_from(["xtask", task]).is_ok(), "{task}");
+        }
+    }
+
+    #[test]
+    fn workspace_root_holds_workspace_manifest() -> anyhow::Result<()> {
+        let manifest = std::fs::read_to_string(workspace_root()?.join("Cargo.toml"))?;
+        assert!(manifest.contains("[workspace]"));
+        Ok(())
+    }
+}

@@ -4,40 +4,35 @@
 //! stops itself after the container is deleted. It owns the container's bundle folder
 //! (`<state dir>/<namespace>/<container id>`), the FIFOs inside it, the state of the task and
 //! its exec processes, and the sending side of the container's event queue. Requests that
-//! change the task (create, start, delete) are awaited inside the handler, so an event that
-//! arrives meanwhile waits in the mailbox and is applied after the reply it depends on: a
+//! change the task (create, start, exec, delete) are awaited inside the handler, so an event
+//! that arrives meanwhile waits in the mailbox and is applied after the reply it depends on: a
 //! start is always reported before its exit. Every gRPC call has a deadline, so no handler
 //! blocks for longer than that.
+//!
+//! The handlers live in sibling files by concern: `task.rs` (task lifecycle and control),
+//! `exec.rs` (exec processes), `events.rs` (events, exits and reconciliation) and
+//! `inspect.rs` (stats, process list, status).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use containerd_client::services::v1::container::Runtime as ContainerRuntime;
-use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, StartRequest,
-};
-use containerd_client::types::v1::Status as TaskStatus;
 use keel_connection::{Services, call_with_deadline};
 use keel_types::{
     ContainerEvent, ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId,
-    SyntheticReason, Target,
+    ProcessInfo, ProcessStatus, Stats, Target,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::Delivery;
-use crate::process::ProcessState;
-use crate::stdio::{FifoSet, ProcessIo, StdioRequest};
-use crate::{Backend, Registry, Runtime};
+use crate::stdio::{ProcessIo, StdioRequest};
+use crate::task::TaskState;
+use crate::{Backend, Registry, RuncOptions, Runtime};
 
-/// The type URL containerd expects for an OCI runtime spec.
-const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-
-/// The file name prefix of the init process's FIFOs.
-const INIT_FIFO_PREFIX: &str = "init";
+/// The reply port of a request whose result is `T`.
+pub type Reply<T> = RpcReplyPort<Result<T, Error>>;
 
 /// What the facade passes to create a container.
 #[derive(Clone, Debug)]
@@ -50,21 +45,60 @@ pub struct CreateContainer {
     pub labels: HashMap<String, String>,
 }
 
+/// What the facade passes to create a task.
+#[derive(Clone, Debug, Default)]
+pub struct CreateTask {
+    /// The stdio streams the init process gets.
+    pub stdio: StdioRequest,
+    /// A checkpoint folder to restore the task from, instead of starting it fresh.
+    pub restore_from: Option<PathBuf>,
+}
+
+/// What the facade passes to add an exec process.
+#[derive(Clone, Debug)]
+pub struct CreateExec {
+    /// The exec id, unique among the task's live processes.
+    pub exec_id: ExecId,
+    /// The process to run; its `terminal` flag is set from `stdio`.
+    pub process: oci_spec::runtime::Process,
+    /// The stdio streams the process gets.
+    pub stdio: StdioRequest,
+}
+
+/// The caller's stdio ends of a task's processes, reopened after an engine restart.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// The init process's pid and streams.
+    pub init: (u32, ProcessIo),
+    /// The exec id, pid and streams of each running exec process.
+    pub execs: Vec<(ExecId, u32, ProcessIo)>,
+}
+
 /// Messages a container actor handles. Each request carries its reply port; the reply holds
 /// the request's result, and the actor itself keeps running whatever the result.
 #[derive(Debug)]
 pub enum ContainerMsg {
     /// Creates the container record in containerd and the bundle folder.
-    Create(Box<CreateContainer>, RpcReplyPort<Result<(), Error>>),
+    Create(Box<CreateContainer>, Reply<()>),
     /// Rebuilds the actor's state from an existing container record and task.
-    Load(RpcReplyPort<Result<(), Error>>),
-    /// Creates the task with the requested stdio; replies with the caller's stdio ends and the
-    /// init process's pid.
-    CreateTask(StdioRequest, RpcReplyPort<Result<(ProcessIo, u32), Error>>),
+    Load(Reply<()>),
+    /// Creates the task, fresh or restored from a checkpoint; replies with the caller's stdio
+    /// ends and the init process's pid.
+    CreateTask(Box<CreateTask>, Reply<(ProcessIo, u32)>),
     /// Starts the created task; on failure kills and deletes it.
-    StartTask(RpcReplyPort<Result<u32, Error>>),
+    StartTask(Reply<u32>),
+    /// Reopens the FIFOs of a running task and its execs for the caller.
+    Attach(Reply<Attached>),
+    /// Replies with the init process's pid, for a handle on a task keel already tracks.
+    InitPid(Reply<u32>),
+    /// Adds an exec process and its FIFOs; replies with the caller's stdio ends.
+    Exec(Box<CreateExec>, Reply<ProcessIo>),
+    /// Starts an added exec process; on failure deletes it and its FIFOs.
+    StartExec(ExecId, Reply<u32>),
+    /// Deletes an exited exec process; replies with its exit status.
+    DeleteExec(ExecId, Reply<ExitStatus>),
     /// Replies with the exit status of a process once it exited and its output is drained.
-    Wait(ProcessId, RpcReplyPort<Result<ExitStatus, Error>>),
+    Wait(ProcessId, Reply<ExitStatus>),
     /// Sends a signal to a process, or to every process of the task when `all` is set.
     Kill {
         /// The process to signal.
@@ -74,12 +108,46 @@ pub enum ContainerMsg {
         /// Signals every process in the container.
         all: bool,
         /// Where the result goes.
-        reply: RpcReplyPort<Result<(), Error>>,
+        reply: Reply<()>,
+    },
+    /// Closes a process's stdin, now or as soon as the process exists in the shim.
+    CloseStdin(ProcessId, Reply<()>),
+    /// Resizes a process's pseudo-terminal.
+    Resize {
+        /// The process on the terminal.
+        process: ProcessId,
+        /// Columns.
+        width: u32,
+        /// Rows.
+        height: u32,
+        /// Where the result goes.
+        reply: Reply<()>,
+    },
+    /// Freezes every process of the task.
+    Pause(Reply<()>),
+    /// Thaws a paused task.
+    Resume(Reply<()>),
+    /// Changes the task's resource limits.
+    Update(Box<oci_spec::runtime::LinuxResources>, Reply<()>),
+    /// Replies with the task's cgroup statistics.
+    Stats(Reply<Stats>),
+    /// Replies with the task's processes.
+    Processes(Reply<Vec<ProcessInfo>>),
+    /// Replies with a process's state as containerd reports it.
+    Status(ProcessId, Reply<ProcessStatus>),
+    /// Checkpoints the running task into `dir`, leaving it running unless `exit` is set.
+    Checkpoint {
+        /// The folder criu writes the image to; made if missing, never removed.
+        dir: PathBuf,
+        /// Stops the task after the checkpoint.
+        exit: bool,
+        /// Where the result goes.
+        reply: Reply<()>,
     },
     /// Deletes the stopped task and its FIFOs; replies with the init process's exit status.
-    DeleteTask(RpcReplyPort<Result<ExitStatus, Error>>),
+    DeleteTask(Reply<ExitStatus>),
     /// Deletes the container record and the bundle folder, then stops the actor.
-    Delete(RpcReplyPort<Result<(), Error>>),
+    Delete(Reply<()>),
     /// An event from containerd's stream, routed by the event actor.
     Event(ContainerEvent),
     /// Compares the tracked processes with containerd's view and reports missed exits.
@@ -130,67 +198,23 @@ pub struct ContainerArgs {
 #[derive(Debug, Default)]
 pub struct ContainerActor;
 
-/// A task and its processes.
-#[derive(Debug)]
-struct TaskState {
-    init: ProcessState,
-    execs: HashMap<ExecId, ProcessState>,
-    /// The init exit, held until the execs have reported theirs.
-    held_init_exit: Option<HeldExit>,
-}
-
-impl TaskState {
-    fn new(init_fifos: FifoSet) -> Self {
-        Self {
-            init: ProcessState::new(init_fifos),
-            execs: HashMap::new(),
-            held_init_exit: None,
-        }
-    }
-
-    fn process_mut(&mut self, process: &ProcessId) -> Option<&mut ProcessState> {
-        match process {
-            ProcessId::Init => Some(&mut self.init),
-            ProcessId::Exec(exec_id) => self.execs.get_mut(exec_id),
-        }
-    }
-
-    /// Returns the execs that started and have not reported an exit.
-    fn running_execs(&self) -> Vec<ExecId> {
-        self.execs
-            .iter()
-            .filter(|(_, exec)| exec.has_started() && exec.exit_status().is_none())
-            .map(|(exec_id, _)| exec_id.clone())
-            .collect()
-    }
-
-    fn remove_fifos(&self) {
-        self.init.fifos.remove();
-        for exec in self.execs.values() {
-            exec.fifos.remove();
-        }
-    }
-}
-
-/// An init exit recorded but not yet reported.
-#[derive(Clone, Copy, Debug)]
-struct HeldExit {
-    pid: u32,
-    status: ExitStatus,
-    synthetic: Option<SyntheticReason>,
-}
-
 /// The container actor's state.
 pub struct ContainerState {
-    container_id: ContainerId,
-    target: Target,
-    services: Services,
-    bundle_dir: PathBuf,
-    options: ContainerOptions,
-    delivery: Delivery,
-    tracker: TaskTracker,
-    registry: Arc<Registry>,
-    task: Option<TaskState>,
+    pub(crate) container_id: ContainerId,
+    pub(crate) target: Target,
+    pub(crate) services: Services,
+    pub(crate) bundle_dir: PathBuf,
+    pub(crate) options: ContainerOptions,
+    pub(crate) delivery: Delivery,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) registry: Arc<Registry>,
+    /// The runc options stored with the container record, kept for restores.
+    pub(crate) runc_options: Option<RuncOptions>,
+    /// The user the container's init process runs as, for FIFO ownership.
+    pub(crate) process_user: (u32, u32),
+    pub(crate) task: Option<TaskState>,
+    /// Counts checkpoints and restores, to name their work folders.
+    pub(crate) criu_runs: u64,
 }
 
 impl Actor for ContainerActor {
@@ -222,7 +246,10 @@ impl Actor for ContainerActor {
             delivery,
             tracker: args.tracker,
             registry: args.registry,
+            runc_options: None,
+            process_user: (0, 0),
             task: None,
+            criu_runs: 0,
         })
     }
 
@@ -259,10 +286,27 @@ impl Actor for ContainerActor {
                 let _ = reply.send(result);
             }
             ContainerMsg::CreateTask(request, reply) => {
-                let _ = reply.send(container.create_task(request).await);
+                let _ = reply.send(container.create_task(*request).await);
             }
             ContainerMsg::StartTask(reply) => {
                 let _ = reply.send(container.start_task(&myself).await);
+            }
+            ContainerMsg::Attach(reply) => {
+                let _ = reply.send(container.attach().await);
+            }
+            ContainerMsg::InitPid(reply) => {
+                let pid = container.task.as_ref().and_then(|task| task.init.pid);
+                let result = pid.ok_or_else(|| container.no_task(Operation::Status));
+                let _ = reply.send(result);
+            }
+            ContainerMsg::Exec(request, reply) => {
+                let _ = reply.send(container.exec(*request).await);
+            }
+            ContainerMsg::StartExec(exec_id, reply) => {
+                let _ = reply.send(container.start_exec(exec_id).await);
+            }
+            ContainerMsg::DeleteExec(exec_id, reply) => {
+                let _ = reply.send(container.delete_exec(&exec_id).await);
             }
             ContainerMsg::Wait(process, reply) => container.wait(&process, reply),
             ContainerMsg::Kill {
@@ -272,6 +316,38 @@ impl Actor for ContainerActor {
                 reply,
             } => {
                 let _ = reply.send(container.kill(&process, signal, all).await);
+            }
+            ContainerMsg::CloseStdin(process, reply) => {
+                let _ = reply.send(container.close_stdin(&process).await);
+            }
+            ContainerMsg::Resize {
+                process,
+                width,
+                height,
+                reply,
+            } => {
+                let _ = reply.send(container.resize(&process, width, height).await);
+            }
+            ContainerMsg::Pause(reply) => {
+                let _ = reply.send(container.pause().await);
+            }
+            ContainerMsg::Resume(reply) => {
+                let _ = reply.send(container.resume().await);
+            }
+            ContainerMsg::Update(resources, reply) => {
+                let _ = reply.send(container.update(&resources).await);
+            }
+            ContainerMsg::Stats(reply) => {
+                let _ = reply.send(container.stats().await);
+            }
+            ContainerMsg::Processes(reply) => {
+                let _ = reply.send(container.processes().await);
+            }
+            ContainerMsg::Status(process, reply) => {
+                let _ = reply.send(container.status(&process).await);
+            }
+            ContainerMsg::Checkpoint { dir, exit, reply } => {
+                let _ = reply.send(container.checkpoint(&dir, exit).await);
             }
             ContainerMsg::DeleteTask(reply) => {
                 let _ = reply.send(container.delete_task().await);
@@ -300,516 +376,8 @@ impl Actor for ContainerActor {
 }
 
 impl ContainerState {
-    async fn create(&mut self, request: CreateContainer) -> Result<(), Error> {
-        let spec = serde_json::to_vec(&request.spec).map_err(|error| Error::InvalidArgument {
-            field: "spec",
-            value: String::new(),
-            reason: format!("cannot be encoded as JSON: {error}"),
-        })?;
-        let created_dir = self.make_bundle_dir(Operation::CreateContainer)?;
-        let container = Container {
-            id: self.container_id.to_string(),
-            labels: request.labels,
-            runtime: Some(ContainerRuntime {
-                name: request.runtime.name,
-                options: request
-                    .runtime
-                    .runc
-                    .as_ref()
-                    .map(crate::RuncOptions::to_any),
-            }),
-            spec: Some(prost_types::Any {
-                type_url: SPEC_TYPE_URL.to_owned(),
-                value: spec,
-            }),
-            ..Container::default()
-        };
-        let request = CreateContainerRequest {
-            container: Some(container),
-        };
-        let mut containers = self.services.containers();
-        let result = self
-            .call(Operation::CreateContainer, containers.create(request))
-            .await;
-        if result.is_err() && created_dir {
-            self.remove_bundle_dir();
-        }
-        result.map(drop)
-    }
-
-    async fn load(&mut self) -> Result<(), Error> {
-        let request = GetContainerRequest {
-            id: self.container_id.to_string(),
-        };
-        let mut containers = self.services.containers();
-        self.call(Operation::LoadContainer, containers.get(request))
-            .await?;
-        self.make_bundle_dir(Operation::LoadContainer)?;
-
-        let request = GetRequest {
-            container_id: self.container_id.to_string(),
-            exec_id: String::new(),
-        };
-        let mut tasks = self.services.tasks();
-        let process = match self
-            .call(Operation::LoadContainer, tasks.get(request))
-            .await
-        {
-            Ok(response) => response.process,
-            Err(error) if error.kind() == ErrorKind::NotFound => None,
-            Err(error) => return Err(error),
-        };
-        let Some(process) = process else {
-            return Ok(());
-        };
-        let mut task = TaskState::new(FifoSet::default());
-        task.init.mark_created(process.pid);
-        if process.status != TaskStatus::Created as i32 {
-            task.init.mark_started(process.pid);
-        }
-        self.task = Some(task);
-        Ok(())
-    }
-
-    async fn create_task(&mut self, request: StdioRequest) -> Result<(ProcessIo, u32), Error> {
-        if self.task.is_some() {
-            return Err(self.rejected(
-                Operation::CreateTask,
-                ErrorKind::AlreadyExists,
-                "the container has a task; delete it before creating another",
-            ));
-        }
-        let fifos = FifoSet::create(&self.bundle_dir, INIT_FIFO_PREFIX, request)
-            .map_err(|source| self.io_error(Operation::CreateTask, source))?;
-        let mut task = TaskState::new(fifos.clone());
-        let io = match fifos.open(&task.init.streams_open) {
-            Ok(io) => io,
-            Err(source) => {
-                fifos.remove();
-                return Err(self.io_error(Operation::CreateTask, source));
-            }
-        };
-        let [stdin, stdout, stderr] = fifos.request_paths();
-        let request = CreateTaskRequest {
-            container_id: self.container_id.to_string(),
-            stdin,
-            stdout,
-            stderr,
-            terminal: request.terminal,
-            ..CreateTaskRequest::default()
-        };
-        let mut tasks = self.services.tasks();
-        let response = match self
-            .call(Operation::CreateTask, tasks.create(request))
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                drop(io);
-                fifos.remove();
-                return Err(error);
-            }
-        };
-        let pid = response.pid;
-        task.init.mark_created(pid);
-        self.task = Some(task);
-        self.deliver(Event::Created { pid }, SystemTime::now())
-            .await;
-        Ok((io, pid))
-    }
-
-    async fn start_task(&mut self, myself: &ActorRef<ContainerMsg>) -> Result<u32, Error> {
-        if self.task.is_none() {
-            return Err(self.rejected(
-                Operation::StartTask,
-                ErrorKind::NotFound,
-                "the container has no task; create one first",
-            ));
-        }
-        let request = StartRequest {
-            container_id: self.container_id.to_string(),
-            exec_id: String::new(),
-        };
-        let mut tasks = self.services.tasks();
-        let pid = match self.call(Operation::StartTask, tasks.start(request)).await {
-            Ok(response) => response.pid,
-            Err(error) => {
-                self.discard_failed_task().await;
-                return Err(error);
-            }
-        };
-        self.record_start(myself, pid, SystemTime::now()).await;
-        Ok(pid)
-    }
-
-    /// Kills and deletes a task whose start failed, and removes its FIFOs.
-    async fn discard_failed_task(&mut self) {
-        let kill = KillRequest {
-            container_id: self.container_id.to_string(),
-            signal: 9,
-            all: true,
-            ..KillRequest::default()
-        };
-        let mut tasks = self.services.tasks();
-        let _ = self.call(Operation::StartTask, tasks.kill(kill)).await;
-        let delete = DeleteTaskRequest {
-            container_id: self.container_id.to_string(),
-        };
-        if let Err(error) = self.call(Operation::StartTask, tasks.delete(delete)).await {
-            tracing::warn!(container_id = %self.container_id, %error, "cannot delete task after failed start");
-        }
-        if let Some(mut task) = self.task.take() {
-            task.remove_fifos();
-            task.init.fail_waiters(|| {
-                self.rejected(
-                    Operation::Wait,
-                    ErrorKind::NotFound,
-                    "the task failed to start",
-                )
-            });
-        }
-    }
-
-    fn wait(&mut self, process: &ProcessId, reply: RpcReplyPort<Result<ExitStatus, Error>>) {
-        let tracker = self.tracker.clone();
-        let Some(state) = self
-            .task
-            .as_mut()
-            .and_then(|task| task.process_mut(process))
-        else {
-            let target = self.process_target(process);
-            let _ = reply.send(Err(Error::Rejected {
-                operation: Operation::Wait,
-                target,
-                kind: ErrorKind::NotFound,
-                reason: "no such process".to_owned(),
-            }));
-            return;
-        };
-        state.add_waiter(reply, &tracker);
-    }
-
-    async fn kill(&mut self, process: &ProcessId, signal: u32, all: bool) -> Result<(), Error> {
-        let request = KillRequest {
-            container_id: self.container_id.to_string(),
-            exec_id: exec_id_text(process),
-            signal,
-            all,
-        };
-        let mut tasks = self.services.tasks();
-        let target = self.process_target(process);
-        let timeout = self.services.call_timeout();
-        call_with_deadline(Operation::Kill, &target, timeout, tasks.kill(request))
-            .await
-            .map(drop)
-    }
-
-    async fn delete_task(&mut self) -> Result<ExitStatus, Error> {
-        let request = DeleteTaskRequest {
-            container_id: self.container_id.to_string(),
-        };
-        let mut tasks = self.services.tasks();
-        let response = self
-            .call(Operation::DeleteTask, tasks.delete(request))
-            .await?;
-        let status = ExitStatus {
-            code: response.exit_status,
-            exited_at: system_time(response.exited_at),
-        };
-        // The delete reply is the last source of the init exit: report it if no event did.
-        self.record_exit(
-            ProcessId::Init,
-            response.pid,
-            status,
-            None,
-            SystemTime::now(),
-        )
-        .await;
-        self.release_init_exit(true).await;
-        if let Some(mut task) = self.task.take() {
-            task.remove_fifos();
-            for (exec_id, mut exec) in task.execs.drain() {
-                let target = Target::Exec(self.container_id.clone(), exec_id);
-                exec.fail_waiters(|| Error::Rejected {
-                    operation: Operation::Wait,
-                    target: target.clone(),
-                    kind: ErrorKind::NotFound,
-                    reason: "the task was deleted".to_owned(),
-                });
-            }
-        }
-        self.deliver(Event::Deleted { pid: response.pid }, SystemTime::now())
-            .await;
-        Ok(status)
-    }
-
-    async fn delete(&mut self) -> Result<(), Error> {
-        if self.task.is_some() {
-            return Err(self.rejected(
-                Operation::DeleteContainer,
-                ErrorKind::FailedPrecondition,
-                "the container has a task; delete the task first or force the delete",
-            ));
-        }
-        let request = DeleteContainerRequest {
-            id: self.container_id.to_string(),
-        };
-        let mut containers = self.services.containers();
-        self.call(Operation::DeleteContainer, containers.delete(request))
-            .await?;
-        self.remove_bundle_dir();
-        Ok(())
-    }
-
-    /// Applies one event from containerd's stream.
-    async fn apply_event(&mut self, myself: &ActorRef<ContainerMsg>, event: ContainerEvent) {
-        let timestamp = event.timestamp;
-        match event.event {
-            Event::Created { pid } => {
-                let task = self
-                    .task
-                    .get_or_insert_with(|| TaskState::new(FifoSet::default()));
-                if task.init.mark_created(pid) {
-                    self.deliver(Event::Created { pid }, timestamp).await;
-                }
-            }
-            Event::Started { pid } => self.record_start(myself, pid, timestamp).await,
-            Event::ExecAdded { exec_id } => self.record_exec_added(exec_id, timestamp).await,
-            Event::ExecStarted { exec_id, pid } => {
-                self.record_exec_started(exec_id, pid, timestamp).await;
-            }
-            Event::Exited {
-                process,
-                pid,
-                status,
-                synthetic,
-            } => {
-                self.record_exit(process, pid, status, synthetic, timestamp)
-                    .await;
-                self.hold_or_release_init_exit(myself).await;
-            }
-            Event::Deleted { .. } if self.task.is_none() => {}
-            Event::Deleted { pid } => {
-                if let Some(task) = self.task.take() {
-                    task.remove_fifos();
-                }
-                self.deliver(Event::Deleted { pid }, timestamp).await;
-            }
-            other => self.deliver(other, timestamp).await,
-        }
-    }
-
-    async fn record_start(&mut self, myself: &ActorRef<ContainerMsg>, pid: u32, at: SystemTime) {
-        let task = self
-            .task
-            .get_or_insert_with(|| TaskState::new(FifoSet::default()));
-        let created = task.init.mark_created(pid);
-        let started = task.init.mark_started(pid);
-        if created {
-            self.deliver(Event::Created { pid }, at).await;
-        }
-        if started {
-            self.deliver(Event::Started { pid }, at).await;
-        }
-        self.hold_or_release_init_exit(myself).await;
-    }
-
-    async fn record_exec_added(&mut self, exec_id: ExecId, at: SystemTime) {
-        let Some(task) = self.task.as_mut() else {
-            return;
-        };
-        let exec = task
-            .execs
-            .entry(exec_id.clone())
-            .or_insert_with(|| ProcessState::new(FifoSet::default()));
-        if exec.mark_created(0) {
-            self.deliver(Event::ExecAdded { exec_id }, at).await;
-        }
-    }
-
-    async fn record_exec_started(&mut self, exec_id: ExecId, pid: u32, at: SystemTime) {
-        self.record_exec_added(exec_id.clone(), at).await;
-        let Some(exec) = self
-            .task
-            .as_mut()
-            .and_then(|task| task.execs.get_mut(&exec_id))
-        else {
-            return;
-        };
-        if exec.mark_started(pid) {
-            self.deliver(Event::ExecStarted { exec_id, pid }, at).await;
-        }
-    }
-
-    /// Records an exit from any source and reports it if it is news. The init exit is only
-    /// stored here; [`Self::hold_or_release_init_exit`] decides when it goes out.
-    async fn record_exit(
-        &mut self,
-        process: ProcessId,
-        pid: u32,
-        status: ExitStatus,
-        synthetic: Option<SyntheticReason>,
-        at: SystemTime,
-    ) {
-        let tracker = self.tracker.clone();
-        let Some(task) = self.task.as_mut() else {
-            return;
-        };
-        if let ProcessId::Exec(exec_id) = &process
-            && !task.execs.contains_key(exec_id)
-        {
-            task.execs
-                .insert(exec_id.clone(), ProcessState::new(FifoSet::default()));
-        }
-        let Some(state) = task.process_mut(&process) else {
-            return;
-        };
-        let pid = if pid == 0 {
-            state.pid.unwrap_or(0)
-        } else {
-            pid
-        };
-        if !state.mark_exited(pid, status) {
-            return;
-        }
-        if process == ProcessId::Init {
-            task.held_init_exit = Some(HeldExit {
-                pid,
-                status,
-                synthetic,
-            });
-            return;
-        }
-        state.answer_waiters(&tracker);
-        let event = Event::Exited {
-            process,
-            pid,
-            status,
-            synthetic,
-        };
-        self.deliver(event, at).await;
-    }
-
-    /// Reports a held init exit once no exec is left running; otherwise schedules
-    /// [`ContainerMsg::ReleaseInitExit`] after the hold bound.
-    async fn hold_or_release_init_exit(&mut self, myself: &ActorRef<ContainerMsg>) {
-        let Some(task) = self.task.as_ref() else {
-            return;
-        };
-        if task.held_init_exit.is_none() {
-            return;
-        }
-        if task.running_execs().is_empty() {
-            self.release_init_exit(false).await;
-            return;
-        }
-        myself.send_after(self.options.init_exit_hold, || {
-            ContainerMsg::ReleaseInitExit
-        });
-    }
-
-    /// Reports the held init exit. With `force`, execs still without an exit get a synthetic
-    /// one first, so exec exits always precede their container's exit.
-    async fn release_init_exit(&mut self, force: bool) {
-        let Some(task) = self.task.as_mut() else {
-            return;
-        };
-        let Some(held) = task.held_init_exit else {
-            return;
-        };
-        let unfinished = task.running_execs();
-        if !unfinished.is_empty() && !force {
-            return;
-        }
-        for exec_id in unfinished {
-            let synthetic = ExitStatus {
-                code: SyntheticReason::EXIT_CODE,
-                exited_at: held.status.exited_at,
-            };
-            let process = ProcessId::Exec(exec_id);
-            self.record_exit(
-                process,
-                0,
-                synthetic,
-                Some(SyntheticReason::ContainerExited),
-                SystemTime::now(),
-            )
-            .await;
-        }
-        let tracker = self.tracker.clone();
-        let Some(task) = self.task.as_mut() else {
-            return;
-        };
-        task.held_init_exit = None;
-        task.init.answer_waiters(&tracker);
-        let event = Event::Exited {
-            process: ProcessId::Init,
-            pid: held.pid,
-            status: held.status,
-            synthetic: held.synthetic,
-        };
-        self.deliver(event, held.status.exited_at).await;
-    }
-
-    /// Asks containerd for the state of every process that has not reported an exit, and
-    /// reports the exits that happened while no event stream was open.
-    async fn reconcile(&mut self, myself: &ActorRef<ContainerMsg>) {
-        let Some(task) = self.task.as_ref() else {
-            return;
-        };
-        let mut pending: Vec<ProcessId> = task
-            .execs
-            .iter()
-            .filter(|(_, exec)| exec.exit_status().is_none())
-            .map(|(exec_id, _)| ProcessId::Exec(exec_id.clone()))
-            .collect();
-        if task.init.exit_status().is_none() {
-            pending.push(ProcessId::Init);
-        }
-        for process in pending {
-            self.reconcile_process(process).await;
-        }
-        self.hold_or_release_init_exit(myself).await;
-    }
-
-    async fn reconcile_process(&mut self, process: ProcessId) {
-        let request = GetRequest {
-            container_id: self.container_id.to_string(),
-            exec_id: exec_id_text(&process),
-        };
-        let mut tasks = self.services.tasks();
-        let now = SystemTime::now();
-        match self.call(Operation::Status, tasks.get(request)).await {
-            Ok(response) => {
-                let Some(info) = response.process else {
-                    return;
-                };
-                if info.status != TaskStatus::Stopped as i32 {
-                    return;
-                }
-                let status = ExitStatus {
-                    code: info.exit_status,
-                    exited_at: system_time(info.exited_at),
-                };
-                tracing::info!(container_id = %self.container_id, %process, code = status.code, "exit found by reconciliation");
-                self.record_exit(process, info.pid, status, None, now).await;
-            }
-            Err(error) if error.kind() == ErrorKind::NotFound => {
-                let status = ExitStatus {
-                    code: SyntheticReason::EXIT_CODE,
-                    exited_at: now,
-                };
-                tracing::warn!(container_id = %self.container_id, %process, "process vanished; reporting a synthetic exit");
-                let reason = Some(SyntheticReason::TaskVanished);
-                self.record_exit(process, 0, status, reason, now).await;
-            }
-            Err(error) => {
-                tracing::warn!(container_id = %self.container_id, %process, %error, "cannot reconcile process");
-            }
-        }
-    }
-
-    async fn deliver(&self, event: Event, timestamp: SystemTime) {
+    /// Queues an event for the backend.
+    pub(crate) async fn deliver(&self, event: Event, timestamp: SystemTime) {
         tracing::debug!(container_id = %self.container_id, ?event, queued = self.delivery.depth(), "deliver");
         let event = ContainerEvent {
             container_id: self.container_id.clone(),
@@ -819,37 +387,8 @@ impl ContainerState {
         self.delivery.send(event).await;
     }
 
-    /// Makes the bundle folder with owner-only permissions; returns true when it was new.
-    fn make_bundle_dir(&self, operation: Operation) -> Result<bool, Error> {
-        use std::os::unix::fs::DirBuilderExt;
-
-        if let Some(parent) = self.bundle_dir.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|source| self.io_error(operation, source))?;
-        }
-        match std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&self.bundle_dir)
-        {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(source) => Err(self.io_error(operation, source)),
-        }
-    }
-
-    /// Removes the bundle folder, which holds nothing but FIFOs keel made and removed.
-    fn remove_bundle_dir(&self) {
-        if let Err(error) = std::fs::remove_dir(&self.bundle_dir)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(container_id = %self.container_id, path = %self.bundle_dir.display(), %error, "cannot remove bundle folder");
-        }
-    }
-
-    async fn call<T>(
+    /// Runs one gRPC call about this container with the default deadline.
+    pub(crate) async fn call<T>(
         &self,
         operation: Operation,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -858,7 +397,19 @@ impl ContainerState {
         call_with_deadline(operation, &self.target, timeout, call).await
     }
 
-    fn rejected(&self, operation: Operation, kind: ErrorKind, reason: &str) -> Error {
+    /// Runs one gRPC call about `process` with the default deadline.
+    pub(crate) async fn call_for<T>(
+        &self,
+        operation: Operation,
+        process: &ProcessId,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        let timeout = self.services.call_timeout();
+        let target = self.process_target(process);
+        call_with_deadline(operation, &target, timeout, call).await
+    }
+
+    pub(crate) fn rejected(&self, operation: Operation, kind: ErrorKind, reason: &str) -> Error {
         Error::Rejected {
             operation,
             target: self.target.clone(),
@@ -867,7 +418,22 @@ impl ContainerState {
         }
     }
 
-    fn io_error(&self, operation: Operation, source: std::io::Error) -> Error {
+    pub(crate) fn rejected_for(
+        &self,
+        operation: Operation,
+        process: &ProcessId,
+        kind: ErrorKind,
+        reason: &str,
+    ) -> Error {
+        Error::Rejected {
+            operation,
+            target: self.process_target(process),
+            kind,
+            reason: reason.to_owned(),
+        }
+    }
+
+    pub(crate) fn io_error(&self, operation: Operation, source: std::io::Error) -> Error {
         Error::Io {
             operation,
             target: self.target.clone(),
@@ -876,20 +442,30 @@ impl ContainerState {
         }
     }
 
-    fn process_target(&self, process: &ProcessId) -> Target {
+    pub(crate) fn process_target(&self, process: &ProcessId) -> Target {
         match process {
             ProcessId::Init => self.target.clone(),
             ProcessId::Exec(exec_id) => Target::Exec(self.container_id.clone(), exec_id.clone()),
         }
     }
+
+    /// Returns the error for a request about a task that does not exist.
+    pub(crate) fn no_task(&self, operation: Operation) -> Error {
+        self.rejected(
+            operation,
+            ErrorKind::NotFound,
+            "the container has no task; create one first",
+        )
+    }
 }
 
 /// Returns containerd's form of a process id: empty for the init process.
-fn exec_id_text(process: &ProcessId) -> String {
+pub(crate) fn exec_id_text(process: &ProcessId) -> String {
     process.exec_id().map(ExecId::to_string).unwrap_or_default()
 }
 
-fn system_time(timestamp: Option<prost_types::Timestamp>) -> SystemTime {
+/// Converts containerd's timestamp, falling back to now for a missing or invalid one.
+pub(crate) fn system_time(timestamp: Option<prost_types::Timestamp>) -> SystemTime {
     timestamp
         .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
         .unwrap_or_else(SystemTime::now)

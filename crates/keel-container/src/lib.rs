@@ -12,14 +12,23 @@
 mod actor;
 mod backend;
 mod delivery;
+mod events;
+mod exec;
+mod inspect;
+mod metrics;
 mod process;
 mod registry;
 mod runtime;
 mod stdio;
 mod supervisor;
+mod task;
 
-pub use actor::{ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, CreateContainer};
+pub use actor::{
+    Attached, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, CreateContainer,
+    CreateExec, CreateTask, Reply,
+};
 pub use backend::Backend;
+pub use metrics::{MetricsError, decode_metrics};
 pub use registry::Registry;
 pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
 pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};

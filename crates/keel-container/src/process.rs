@@ -22,6 +22,10 @@ pub(crate) struct ProcessState {
     pub(crate) fifos: FifoSet,
     /// How many of the caller's output streams are still open.
     pub(crate) streams_open: Arc<watch::Sender<usize>>,
+    /// The caller closed stdin before the process existed in the shim; sent at start.
+    pub(crate) close_stdin_pending: bool,
+    /// containerd no longer knows the process: keel deleted it after its exit.
+    pub(crate) deleted: bool,
     waiters: Vec<RpcReplyPort<Result<ExitStatus, Error>>>,
 }
 
@@ -40,6 +44,8 @@ impl ProcessState {
             exit: None,
             fifos,
             streams_open: Arc::new(watch::channel(0).0),
+            close_stdin_pending: false,
+            deleted: false,
             waiters: Vec::new(),
         }
     }

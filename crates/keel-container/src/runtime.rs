@@ -8,6 +8,12 @@ pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 /// The type URL containerd expects for [`RuncOptions`].
 const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 
+/// The type URL of [`CheckpointOptions`].
+const CHECKPOINT_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.CheckpointOptions";
+
+/// The type URL of [`ProcessDetails`].
+const PROCESS_DETAILS_TYPE_URL: &str = "containerd.runc.v1.ProcessDetails";
+
 /// The runtime of a container: the shim's name and its options.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Runtime {
@@ -77,6 +83,48 @@ impl RuncOptions {
     pub fn from_any(any: &prost_types::Any) -> Option<Result<Self, prost::DecodeError>> {
         let type_name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
         (type_name == RUNC_OPTIONS_TYPE_URL).then(|| Self::decode(any.value.as_slice()))
+    }
+}
+
+/// Options of a runc checkpoint, the message `containerd.runc.v1.CheckpointOptions`.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct CheckpointOptions {
+    /// Stops the container after the checkpoint.
+    #[prost(bool, tag = "1")]
+    pub(crate) exit: bool,
+    /// Where criu writes the image; containerd then stores nothing in its content store.
+    #[prost(string, tag = "8")]
+    pub(crate) image_path: String,
+    /// Where criu writes its logs.
+    #[prost(string, tag = "9")]
+    pub(crate) work_path: String,
+}
+
+impl CheckpointOptions {
+    pub(crate) fn to_any(&self) -> prost_types::Any {
+        prost_types::Any {
+            type_url: CHECKPOINT_OPTIONS_TYPE_URL.to_owned(),
+            value: self.encode_to_vec(),
+        }
+    }
+}
+
+/// What the runc shim reports about one process in a process list.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct ProcessDetails {
+    /// The exec id of the process, empty for others.
+    #[prost(string, tag = "1")]
+    pub(crate) exec_id: String,
+}
+
+impl ProcessDetails {
+    /// Decodes the details of a process list entry; `None` for another runtime's details.
+    pub(crate) fn from_any(any: &prost_types::Any) -> Option<Self> {
+        let type_name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+        if type_name != PROCESS_DETAILS_TYPE_URL {
+            return None;
+        }
+        Self::decode(any.value.as_slice()).ok()
     }
 }
 

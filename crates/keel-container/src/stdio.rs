@@ -56,6 +56,7 @@ impl FifoSet {
     ) -> io::Result<Self> {
         let make = |stream: &str| -> io::Result<PathBuf> {
             let path = folder.join(format!("{process_name}-{stream}"));
+            remove_stale_fifo(&path)?;
             nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)?;
             Ok(path)
         };
@@ -79,6 +80,48 @@ impl FifoSet {
                 Err(error)
             }
         }
+    }
+
+    /// Gives the FIFOs to `uid` and `gid`, the user the process runs as.
+    pub(crate) fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        for path in [&self.stdin, &self.stdout, &self.stderr]
+            .into_iter()
+            .flatten()
+        {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
+    /// Adopts the FIFO paths containerd reports for a running process, after checking that
+    /// each is a FIFO directly inside `folder`, the bundle folder keel made.
+    pub(crate) fn adopt(folder: &Path, paths: [&str; 3]) -> io::Result<Self> {
+        let check = |path: &str| -> io::Result<Option<PathBuf>> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            let path = PathBuf::from(path);
+            if path.parent() != Some(folder) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("FIFO {} is outside the bundle folder", path.display()),
+                ));
+            }
+            let metadata = std::fs::symlink_metadata(&path)?;
+            if !std::os::unix::fs::FileTypeExt::is_fifo(&metadata.file_type()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a FIFO", path.display()),
+                ));
+            }
+            Ok(Some(path))
+        };
+        let [stdin, stdout, stderr] = paths;
+        Ok(Self {
+            stdin: check(stdin)?,
+            stdout: check(stdout)?,
+            stderr: check(stderr)?,
+        })
     }
 
     /// Opens the caller's ends. Output ends must be open before containerd creates the process.
@@ -117,6 +160,22 @@ impl FifoSet {
                 tracing::warn!(path = %path.display(), %error, "cannot remove FIFO");
             }
         }
+    }
+}
+
+/// Removes a FIFO left at `path` by an earlier process of the same name; refuses anything
+/// that is not a FIFO.
+fn remove_stale_fifo(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if std::os::unix::fs::FileTypeExt::is_fifo(&metadata.file_type()) => {
+            std::fs::remove_file(path)
+        }
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a FIFO", path.display()),
+        )),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     TimedOut,
     /// The request was cancelled, or the client is stopping.
     Cancelled,
+    /// The executable of a process does not exist in the container. Shells report this case
+    /// with exit code 127; an engine that mimics them maps this kind to 127.
+    ExecutableNotFound,
     /// Anything else: a bug in keel, or a reply that makes no sense.
     Internal,
 }
@@ -38,6 +41,7 @@ impl fmt::Display for ErrorKind {
             Self::Unavailable => "unavailable",
             Self::TimedOut => "timed out",
             Self::Cancelled => "cancelled",
+            Self::ExecutableNotFound => "executable not found",
             Self::Internal => "internal error",
         };
         formatter.write_str(text)
@@ -242,10 +246,10 @@ impl Error {
 
 /// Maps containerd's reply to an [`ErrorKind`].
 ///
-/// The gRPC code decides, except for three replies where containerd 1.6 and 1.7 send
-/// `Unknown` and only the message tells the case apart: pausing or resuming a task that is not
-/// running, exec into a stopped task, and a plain delete of a running task. Those become
-/// failed precondition.
+/// The gRPC code decides, except for replies where containerd 1.6 and 1.7 send `Unknown` and
+/// only the message tells the case apart: pausing or resuming a task that is not running, exec
+/// into a stopped task, and a plain delete of a running task become failed precondition; a
+/// missing executable becomes executable not found.
 pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
     use tonic::Code;
 
@@ -264,6 +268,16 @@ pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
 
 /// Classifies the `Unknown` replies that containerd sends for wrong-state requests.
 fn kind_of_unknown_status(message: &str) -> ErrorKind {
+    // runc's reply when the process's executable is missing, at task create or exec start:
+    // `exec: "nope": executable file not found in $PATH`, or for an absolute path
+    // `exec: "/nope": stat /nope: no such file or directory`.
+    let names_exec = message.contains("exec: \"");
+    if names_exec
+        && (message.contains("executable file not found")
+            || message.contains("no such file or directory"))
+    {
+        return ErrorKind::ExecutableNotFound;
+    }
     const PRECONDITION_MESSAGES: [&str; 6] = [
         // runc's reply to pause or resume of a task that is not running (containerd 1.6, 1.7).
         "container not running",
@@ -328,6 +342,10 @@ mod tests {
                 ErrorKind::FailedPrecondition,
             ),
             ("process does not exist 42: not found", ErrorKind::NotFound),
+            (
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH: unknown",
+                ErrorKind::ExecutableNotFound,
+            ),
             ("something else", ErrorKind::Internal),
         ];
         for (message, kind) in cases {

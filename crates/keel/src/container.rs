@@ -1,13 +1,21 @@
 //! The handle of one container.
 
+use std::path::Path;
 use std::time::Duration;
 
-use keel_container::{ContainerMsg, ProcessIo, StdioRequest};
-use keel_types::{ContainerId, Error, Operation, Target};
+use keel_container::{ContainerMsg, CreateTask, ProcessIo, StdioRequest};
+use keel_types::{ContainerId, Error, ErrorKind, Operation, Target};
 use ractor::ActorRef;
 
+use crate::process::Process;
 use crate::request::request;
 use crate::task::Task;
+
+/// SIGKILL's number.
+const SIGKILL: u32 = 9;
+
+/// How long a forced delete waits between attempts to delete a task that is still dying.
+const DELETE_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A container, created or loaded through a [`crate::Client`].
 #[derive(Clone, Debug)]
@@ -44,15 +52,142 @@ impl Container {
     /// Returns already exists when the container has a task, or containerd's error; nothing
     /// is left behind on failure.
     pub async fn create_task(&self, stdio: StdioRequest) -> Result<Task, Error> {
+        let request_message = Box::new(CreateTask {
+            stdio,
+            restore_from: None,
+        });
         let (io, pid): (ProcessIo, u32) = request(
             &self.actor,
             Operation::CreateTask,
             &self.target,
             self.call_timeout * 2,
-            |reply| ContainerMsg::CreateTask(stdio, reply),
+            |reply| ContainerMsg::CreateTask(request_message, reply),
         )
         .await?;
         Ok(Task::new(self.clone(), pid, io))
+    }
+
+    /// Creates a running task from a checkpoint in `dir`, written by [`Task::checkpoint`].
+    /// Several restores from one folder may run at once; the folder is only read.
+    ///
+    /// # Errors
+    ///
+    /// Returns already exists when the container has a task, or containerd's or criu's error.
+    pub async fn restore_task(&self, dir: &Path, stdio: StdioRequest) -> Result<Task, Error> {
+        if !dir.is_absolute() {
+            return Err(Error::InvalidArgument {
+                field: "checkpoint folder",
+                value: dir.display().to_string(),
+                reason: "must be an absolute path".to_owned(),
+            });
+        }
+        let request_message = Box::new(CreateTask {
+            stdio,
+            restore_from: Some(dir.to_owned()),
+        });
+        let (io, pid): (ProcessIo, u32) = request(
+            &self.actor,
+            Operation::Restore,
+            &self.target,
+            self.call_timeout * 3,
+            |reply| ContainerMsg::CreateTask(request_message, reply),
+        )
+        .await?;
+        Ok(Task::new(self.clone(), pid, io))
+    }
+
+    /// Returns a handle on the container's task without stdio streams, for example after
+    /// [`crate::Client::load_container`].
+    ///
+    /// # Errors
+    ///
+    /// Returns not found when the container has no task.
+    pub async fn task(&self) -> Result<Task, Error> {
+        let pid = request(
+            &self.actor,
+            Operation::Status,
+            &self.target,
+            self.call_timeout,
+            ContainerMsg::InitPid,
+        )
+        .await?;
+        Ok(Task::new(self.clone(), pid, ProcessIo::default()))
+    }
+
+    /// Reopens the stdio FIFOs of the running task and of its running exec processes, after
+    /// the engine restarted and loaded the container.
+    ///
+    /// # Errors
+    ///
+    /// Returns not found when the container has no task, or an I/O error when containerd
+    /// reports a FIFO outside the container's bundle folder.
+    pub async fn attach(&self) -> Result<(Task, Vec<Process>), Error> {
+        let attached = request(
+            &self.actor,
+            Operation::Attach,
+            &self.target,
+            self.call_timeout * 3,
+            ContainerMsg::Attach,
+        )
+        .await?;
+        let (pid, io) = attached.init;
+        let task = Task::new(self.clone(), pid, io);
+        let processes = attached
+            .execs
+            .into_iter()
+            .map(|(exec_id, pid, io)| Process::attached(self.clone(), exec_id, pid, io))
+            .collect();
+        Ok((task, processes))
+    }
+
+    /// Kills every process of the task, waits for the exit, deletes the task and the
+    /// container, all within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// Returns timed out when the task does not die or cannot be deleted in time, or
+    /// containerd's error.
+    pub async fn force_delete(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || Error::TimedOut {
+            operation: Operation::DeleteContainer,
+            target: self.target.clone(),
+            timeout,
+        };
+        match self.task().await {
+            Ok(task) => {
+                match task.kill(SIGKILL, true).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                // The exit usually arrives through the event stream; without one, the delete
+                // below still succeeds once the process is gone.
+                let _ = tokio::time::timeout_at(deadline, task.wait()).await;
+                loop {
+                    let attempt = request(
+                        &self.actor,
+                        Operation::DeleteTask,
+                        &self.target,
+                        self.call_timeout * 2,
+                        ContainerMsg::DeleteTask,
+                    )
+                    .await;
+                    match attempt {
+                        Ok(_) => break,
+                        Err(error) if error.kind() == ErrorKind::NotFound => break,
+                        Err(error) if tokio::time::Instant::now() >= deadline => {
+                            tracing::warn!(container_id = %self.container_id, %error, "forced delete gave up");
+                            return Err(timed_out());
+                        }
+                        Err(_) => tokio::time::sleep(DELETE_RETRY_INTERVAL).await,
+                    }
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        self.delete().await
     }
 
     /// Creates and starts the task. A task whose start fails is killed and deleted.

@@ -36,6 +36,7 @@
 
 mod client;
 mod container;
+mod process;
 mod request;
 pub mod spec;
 mod task;
@@ -55,4 +56,5 @@ pub use keel_types::{
     ContainerEvent, ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Namespace, Operation,
     ProcessId, SyntheticReason, Target,
 };
+pub use process::Process;
 pub use task::Task;

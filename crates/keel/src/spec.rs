@@ -202,6 +202,17 @@ fn default_linux() -> oci_spec::runtime::Linux {
     linux
 }
 
+/// Returns a process for exec that runs `args` as root in `/` with the default `PATH`.
+pub fn exec_process<I, S>(args: I) -> Process
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut process = default_process();
+    process.set_args(Some(args.into_iter().map(Into::into).collect()));
+    process
+}
+
 /// Builds a spec from [`default_spec`] and the fields an engine sets most often.
 #[derive(Clone, Debug)]
 pub struct SpecBuilder {
@@ -260,6 +271,18 @@ impl SpecBuilder {
     /// Runs the process on a pseudo-terminal.
     pub fn terminal(mut self, terminal: bool) -> Self {
         self.process().set_terminal(Some(terminal));
+        self
+    }
+
+    /// Limits the container's memory to `bytes`.
+    pub fn memory_limit(mut self, bytes: i64) -> Self {
+        let mut memory = oci_spec::runtime::LinuxMemory::default();
+        memory.set_limit(Some(bytes));
+        if let Some(linux) = self.spec.linux_mut() {
+            let mut resources = linux.resources().clone().unwrap_or_default();
+            resources.set_memory(Some(memory));
+            linux.set_resources(Some(resources));
+        }
         self
     }
 

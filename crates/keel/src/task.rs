@@ -1,10 +1,18 @@
 //! The handle of a container's task and its init process.
 
-use keel_container::{ContainerMsg, OutputStream, ProcessIo, StdinStream};
-use keel_types::{Error, ExitStatus, Operation, ProcessId};
+use std::path::Path;
+
+use keel_container::{
+    ContainerMsg, CreateExec, OutputStream, ProcessIo, StdinStream, StdioRequest,
+};
+use keel_types::{
+    Error, ExecId, ExitStatus, Operation, ProcessId, ProcessInfo, ProcessStatus, Stats,
+};
 
 use crate::container::Container;
+use crate::process::Process;
 use crate::request::{request, request_unbounded};
+use crate::validate::check_process;
 
 /// A container's task: its init process and the caller's ends of that process's stdio.
 #[derive(Debug)]
@@ -44,21 +52,31 @@ impl Task {
         self.io.stdin.take()
     }
 
+    async fn ask<T: Send + 'static>(
+        &self,
+        operation: Operation,
+        build: impl FnOnce(keel_container::Reply<T>) -> ContainerMsg,
+    ) -> Result<T, Error> {
+        let container = &self.container;
+        request(
+            container.actor(),
+            operation,
+            container.target(),
+            container.call_timeout() * 3,
+            build,
+        )
+        .await
+    }
+
     /// Starts the created task.
     ///
     /// # Errors
     ///
     /// Returns containerd's error; the task is then killed, deleted and its FIFOs removed.
     pub async fn start(&mut self) -> Result<(), Error> {
-        let container = &self.container;
-        self.pid = request(
-            container.actor(),
-            Operation::StartTask,
-            container.target(),
-            container.call_timeout() * 3,
-            ContainerMsg::StartTask,
-        )
-        .await?;
+        self.pid = self
+            .ask(Operation::StartTask, ContainerMsg::StartTask)
+            .await?;
         Ok(())
     }
 
@@ -66,7 +84,7 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns not found when the task was deleted or failed to start, or stopped when the
+    /// Returns not found when the task was deleted or failed to start, or cancelled when the
     /// client shut down.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
         let container = &self.container;
@@ -80,25 +98,152 @@ impl Task {
     }
 
     /// Sends `signal` to the init process, or to every process of the task when `all` is set.
+    /// SIGKILL to a paused task also resumes it, so the kill takes effect at once.
     ///
     /// # Errors
     ///
     /// Returns not found when the process has exited, or containerd's error.
     pub async fn kill(&self, signal: u32, all: bool) -> Result<(), Error> {
-        let container = &self.container;
-        request(
-            container.actor(),
-            Operation::Kill,
-            container.target(),
-            container.call_timeout() * 2,
-            |reply| ContainerMsg::Kill {
-                process: ProcessId::Init,
-                signal,
-                all,
-                reply,
-            },
-        )
+        self.ask(Operation::Kill, |reply| ContainerMsg::Kill {
+            process: ProcessId::Init,
+            signal,
+            all,
+            reply,
+        })
         .await
+    }
+
+    /// Closes the init process's stdin so it reads end of file, before or after start.
+    ///
+    /// Drops the stdin stream this handle still holds; a stream taken with
+    /// [`Task::take_stdin`] must be dropped by the caller too.
+    ///
+    /// # Errors
+    ///
+    /// Returns containerd's error.
+    pub async fn close_stdin(&mut self) -> Result<(), Error> {
+        drop(self.io.stdin.take());
+        self.ask(Operation::CloseStdin, |reply| {
+            ContainerMsg::CloseStdin(ProcessId::Init, reply)
+        })
+        .await
+    }
+
+    /// Resizes the init process's pseudo-terminal.
+    ///
+    /// # Errors
+    ///
+    /// Returns containerd's error, such as for a task without a terminal.
+    pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
+        self.ask(Operation::Resize, |reply| ContainerMsg::Resize {
+            process: ProcessId::Init,
+            width,
+            height,
+            reply,
+        })
+        .await
+    }
+
+    /// Freezes every process of the task.
+    ///
+    /// # Errors
+    ///
+    /// Returns failed precondition for a stopped or already paused task.
+    pub async fn pause(&self) -> Result<(), Error> {
+        self.ask(Operation::Pause, ContainerMsg::Pause).await
+    }
+
+    /// Thaws a paused task.
+    ///
+    /// # Errors
+    ///
+    /// Returns failed precondition for a stopped or running task.
+    pub async fn resume(&self) -> Result<(), Error> {
+        self.ask(Operation::Resume, ContainerMsg::Resume).await
+    }
+
+    /// Changes the task's resource limits.
+    ///
+    /// # Errors
+    ///
+    /// Returns containerd's error.
+    pub async fn update(&self, resources: oci_spec::runtime::LinuxResources) -> Result<(), Error> {
+        self.ask(Operation::Update, |reply| {
+            ContainerMsg::Update(Box::new(resources), reply)
+        })
+        .await
+    }
+
+    /// Returns the task's cgroup statistics.
+    ///
+    /// # Errors
+    ///
+    /// Returns not found when the task no longer exists.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.ask(Operation::Stats, ContainerMsg::Stats).await
+    }
+
+    /// Returns the task's processes, with the exec id of each exec process.
+    ///
+    /// # Errors
+    ///
+    /// Returns not found when the task no longer exists.
+    pub async fn processes(&self) -> Result<Vec<ProcessInfo>, Error> {
+        self.ask(Operation::ListProcesses, ContainerMsg::Processes)
+            .await
+    }
+
+    /// Returns the init process's state as containerd reports it.
+    ///
+    /// # Errors
+    ///
+    /// Returns not found when the task no longer exists.
+    pub async fn status(&self) -> Result<ProcessStatus, Error> {
+        self.ask(Operation::Status, |reply| {
+            ContainerMsg::Status(ProcessId::Init, reply)
+        })
+        .await
+    }
+
+    /// Checkpoints the running task into `dir` (made if missing, never removed by keel),
+    /// leaving it running unless `exit` is set. Nothing is stored in containerd.
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument for a relative folder, or containerd's or criu's error.
+    pub async fn checkpoint(&self, dir: &Path, exit: bool) -> Result<(), Error> {
+        let dir = dir.to_owned();
+        self.ask(Operation::Checkpoint, |reply| ContainerMsg::Checkpoint {
+            dir,
+            exit,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds an exec process running `process`; start it with [`Process::start`].
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument for a bad exec id or a process without arguments, already
+    /// exists while a process with that exec id lives, or containerd's error.
+    pub async fn exec(
+        &self,
+        exec_id: &str,
+        process: oci_spec::runtime::Process,
+        stdio: StdioRequest,
+    ) -> Result<Process, Error> {
+        let exec_id = ExecId::new(exec_id)?;
+        check_process(&process)?;
+        let request = Box::new(CreateExec {
+            exec_id: exec_id.clone(),
+            process,
+            stdio,
+        });
+        let io = self
+            .ask(Operation::Exec, |reply| ContainerMsg::Exec(request, reply))
+            .await?;
+        Ok(Process::new(self.container.clone(), exec_id, io))
     }
 
     /// Deletes the stopped task and its FIFOs, and returns the init process's exit status.
@@ -107,14 +252,7 @@ impl Task {
     ///
     /// Returns failed precondition while the task runs, or containerd's error.
     pub async fn delete(self) -> Result<ExitStatus, Error> {
-        let container = &self.container;
-        request(
-            container.actor(),
-            Operation::DeleteTask,
-            container.target(),
-            container.call_timeout() * 2,
-            ContainerMsg::DeleteTask,
-        )
-        .await
+        self.ask(Operation::DeleteTask, ContainerMsg::DeleteTask)
+            .await
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use keel_types::Error;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Process, Spec};
 
 fn invalid(field: &'static str, value: impl Into<String>, reason: &str) -> Error {
     Error::InvalidArgument {
@@ -34,6 +34,35 @@ pub(crate) fn check_spec(spec: &Spec) -> Result<(), Error> {
         return Err(invalid("spec.root", "", "is missing; set the root folder"));
     };
     check_root_path(root.path())
+}
+
+/// Checks an exec process: it needs arguments and an absolute working folder.
+pub(crate) fn check_process(process: &Process) -> Result<(), Error> {
+    let has_args = process.args().as_ref().is_some_and(|args| !args.is_empty());
+    if !has_args {
+        return Err(invalid(
+            "process.args",
+            "[]",
+            "must name the command to run",
+        ));
+    }
+    check_process_fields(process, "process")
+}
+
+fn check_process_fields(process: &Process, field: &'static str) -> Result<(), Error> {
+    if !process.cwd().is_absolute() {
+        let cwd_field = if field == "process" {
+            "process.cwd"
+        } else {
+            "spec.process.cwd"
+        };
+        return Err(invalid(
+            cwd_field,
+            process.cwd().display().to_string(),
+            "must be an absolute path inside the container",
+        ));
+    }
+    Ok(())
 }
 
 fn check_root_path(path: &Path) -> Result<(), Error> {

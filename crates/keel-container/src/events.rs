@@ -1,0 +1,320 @@
+//! Events, exits and reconciliation in the container actor.
+//!
+//! Every source of a process's fate (the event stream, a request's reply, the task delete
+//! reply, reconciliation) goes through the `record_*` methods, which report a change only
+//! when it is news, so the backend sees each event once.
+
+use std::time::SystemTime;
+
+use containerd_client::services::v1::GetRequest;
+use containerd_client::types::v1::Status as TaskStatus;
+use keel_types::{
+    ContainerEvent, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, SyntheticReason,
+};
+use ractor::ActorRef;
+
+use crate::actor::{ContainerMsg, ContainerState, exec_id_text, system_time};
+use crate::process::ProcessState;
+use crate::stdio::FifoSet;
+use crate::task::{HeldExit, TaskState};
+
+impl ContainerState {
+    /// Applies one event from containerd's stream.
+    pub(crate) async fn apply_event(
+        &mut self,
+        myself: &ActorRef<ContainerMsg>,
+        event: ContainerEvent,
+    ) {
+        let timestamp = event.timestamp;
+        match event.event {
+            Event::Created { pid } => {
+                let task = self
+                    .task
+                    .get_or_insert_with(|| TaskState::new(FifoSet::default()));
+                if task.init.mark_created(pid) {
+                    self.deliver(Event::Created { pid }, timestamp).await;
+                }
+            }
+            Event::Started { pid } => self.record_start(myself, pid, timestamp).await,
+            Event::ExecAdded { exec_id } => self.record_exec_added(exec_id, timestamp).await,
+            Event::ExecStarted { exec_id, pid } => {
+                self.record_exec_started(exec_id, pid, timestamp).await;
+            }
+            Event::Exited {
+                process,
+                pid,
+                status,
+                synthetic,
+            } => {
+                self.record_exit(process, pid, status, synthetic, timestamp)
+                    .await;
+                self.hold_or_release_init_exit(myself).await;
+            }
+            Event::Deleted { .. } if self.task.is_none() => {}
+            Event::Deleted { pid } => {
+                if let Some(task) = self.task.take() {
+                    task.remove_fifos();
+                }
+                self.deliver(Event::Deleted { pid }, timestamp).await;
+            }
+            Event::Paused => {
+                if let Some(task) = self.task.as_mut() {
+                    task.paused = true;
+                }
+                self.deliver(Event::Paused, timestamp).await;
+            }
+            Event::Resumed => {
+                if let Some(task) = self.task.as_mut() {
+                    task.paused = false;
+                }
+                self.deliver(Event::Resumed, timestamp).await;
+            }
+            Event::OutOfMemory => self.record_out_of_memory(timestamp).await,
+            other => self.deliver(other, timestamp).await,
+        }
+    }
+
+    /// Reports one out-of-memory event per kill.
+    ///
+    /// The kernel signals the same kill several times (11 events for one kill were seen with
+    /// cgroup v1 on Linux 6.1). The first event of a task is reported; a later one only when
+    /// the cgroup's kill counter shows more kills than keel reported.
+    async fn record_out_of_memory(&mut self, timestamp: SystemTime) {
+        let reported = self.task.as_ref().map_or(0, |task| task.oom_reported);
+        let kills = match self.stats().await {
+            Ok(stats) => Some(stats.memory.oom_kills),
+            Err(_) => None,
+        };
+        let is_news = reported == 0 || kills.is_some_and(|kills| kills > reported);
+        if !is_news {
+            return;
+        }
+        if let Some(task) = self.task.as_mut() {
+            task.oom_reported = kills.unwrap_or(0).max(reported + 1);
+        }
+        self.deliver(Event::OutOfMemory, timestamp).await;
+    }
+
+    pub(crate) async fn record_start(
+        &mut self,
+        myself: &ActorRef<ContainerMsg>,
+        pid: u32,
+        at: SystemTime,
+    ) {
+        let task = self
+            .task
+            .get_or_insert_with(|| TaskState::new(FifoSet::default()));
+        let created = task.init.mark_created(pid);
+        let started = task.init.mark_started(pid);
+        if created {
+            self.deliver(Event::Created { pid }, at).await;
+        }
+        if started {
+            self.deliver(Event::Started { pid }, at).await;
+        }
+        self.hold_or_release_init_exit(myself).await;
+    }
+
+    async fn record_exec_added(&mut self, exec_id: ExecId, at: SystemTime) {
+        let Some(task) = self.task.as_mut() else {
+            return;
+        };
+        let exec = task
+            .execs
+            .entry(exec_id.clone())
+            .or_insert_with(|| ProcessState::new(FifoSet::default()));
+        if exec.deleted {
+            return;
+        }
+        if exec.mark_created(0) {
+            self.deliver(Event::ExecAdded { exec_id }, at).await;
+        }
+    }
+
+    pub(crate) async fn record_exec_started(&mut self, exec_id: ExecId, pid: u32, at: SystemTime) {
+        self.record_exec_added(exec_id.clone(), at).await;
+        let Some(exec) = self
+            .task
+            .as_mut()
+            .and_then(|task| task.execs.get_mut(&exec_id))
+        else {
+            return;
+        };
+        if exec.deleted {
+            return;
+        }
+        if exec.mark_started(pid) {
+            self.deliver(Event::ExecStarted { exec_id, pid }, at).await;
+        }
+    }
+
+    /// Records an exit from any source and reports it if it is news. The init exit is only
+    /// stored here; [`Self::hold_or_release_init_exit`] decides when it goes out. An exec's
+    /// exit is reported at once, and the exec is then deleted from containerd.
+    pub(crate) async fn record_exit(
+        &mut self,
+        process: ProcessId,
+        pid: u32,
+        status: ExitStatus,
+        synthetic: Option<SyntheticReason>,
+        at: SystemTime,
+    ) {
+        let tracker = self.tracker.clone();
+        let Some(task) = self.task.as_mut() else {
+            return;
+        };
+        if let ProcessId::Exec(exec_id) = &process
+            && !task.execs.contains_key(exec_id)
+        {
+            task.execs
+                .insert(exec_id.clone(), ProcessState::new(FifoSet::default()));
+        }
+        let Some(state) = task.process_mut(&process) else {
+            return;
+        };
+        let pid = if pid == 0 {
+            state.pid.unwrap_or(0)
+        } else {
+            pid
+        };
+        if !state.mark_exited(pid, status) {
+            return;
+        }
+        let ProcessId::Exec(exec_id) = process else {
+            task.held_init_exit = Some(HeldExit {
+                pid,
+                status,
+                synthetic,
+            });
+            return;
+        };
+        state.answer_waiters(&tracker);
+        let event = Event::Exited {
+            process: ProcessId::Exec(exec_id.clone()),
+            pid,
+            status,
+            synthetic,
+        };
+        self.deliver(event, at).await;
+        if synthetic.is_none() {
+            self.clean_up_exited_exec(&exec_id).await;
+        }
+    }
+
+    /// Reports a held init exit once no exec is left running; otherwise schedules
+    /// [`ContainerMsg::ReleaseInitExit`] after the hold bound.
+    pub(crate) async fn hold_or_release_init_exit(&mut self, myself: &ActorRef<ContainerMsg>) {
+        let Some(task) = self.task.as_ref() else {
+            return;
+        };
+        if task.held_init_exit.is_none() {
+            return;
+        }
+        if task.running_execs().is_empty() {
+            self.release_init_exit(false).await;
+            return;
+        }
+        myself.send_after(self.options.init_exit_hold, || {
+            ContainerMsg::ReleaseInitExit
+        });
+    }
+
+    /// Reports the held init exit. With `force`, execs still without an exit get a synthetic
+    /// one first, so exec exits always precede their container's exit.
+    pub(crate) async fn release_init_exit(&mut self, force: bool) {
+        let Some(task) = self.task.as_mut() else {
+            return;
+        };
+        let Some(held) = task.held_init_exit else {
+            return;
+        };
+        let unfinished = task.running_execs();
+        if !unfinished.is_empty() && !force {
+            return;
+        }
+        for exec_id in unfinished {
+            let synthetic = ExitStatus {
+                code: SyntheticReason::EXIT_CODE,
+                exited_at: held.status.exited_at,
+            };
+            let process = ProcessId::Exec(exec_id);
+            let reason = Some(SyntheticReason::ContainerExited);
+            self.record_exit(process, 0, synthetic, reason, SystemTime::now())
+                .await;
+        }
+        let tracker = self.tracker.clone();
+        let Some(task) = self.task.as_mut() else {
+            return;
+        };
+        task.held_init_exit = None;
+        task.init.answer_waiters(&tracker);
+        let event = Event::Exited {
+            process: ProcessId::Init,
+            pid: held.pid,
+            status: held.status,
+            synthetic: held.synthetic,
+        };
+        self.deliver(event, held.status.exited_at).await;
+    }
+
+    /// Asks containerd for the state of every process that has not reported an exit, and
+    /// reports the exits that happened while no event stream was open.
+    pub(crate) async fn reconcile(&mut self, myself: &ActorRef<ContainerMsg>) {
+        let Some(task) = self.task.as_ref() else {
+            return;
+        };
+        let mut pending: Vec<ProcessId> = task
+            .execs
+            .iter()
+            .filter(|(_, exec)| exec.exit_status().is_none() && !exec.deleted)
+            .map(|(exec_id, _)| ProcessId::Exec(exec_id.clone()))
+            .collect();
+        if task.init.exit_status().is_none() {
+            pending.push(ProcessId::Init);
+        }
+        for process in pending {
+            self.reconcile_process(process).await;
+        }
+        self.hold_or_release_init_exit(myself).await;
+    }
+
+    async fn reconcile_process(&mut self, process: ProcessId) {
+        let request = GetRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id_text(&process),
+        };
+        let mut tasks = self.services.tasks();
+        let now = SystemTime::now();
+        match self
+            .call_for(Operation::Status, &process, tasks.get(request))
+            .await
+        {
+            Ok(response) => {
+                let Some(info) = response.process else {
+                    return;
+                };
+                if info.status != TaskStatus::Stopped as i32 {
+                    return;
+                }
+                let status = ExitStatus {
+                    code: info.exit_status,
+                    exited_at: system_time(info.exited_at),
+                };
+                tracing::info!(container_id = %self.container_id, %process, code = status.code, "exit found by reconciliation");
+                self.record_exit(process, info.pid, status, None, now).await;
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                let status = ExitStatus {
+                    code: SyntheticReason::EXIT_CODE,
+                    exited_at: now,
+                };
+                tracing::warn!(container_id = %self.container_id, %process, "process vanished; reporting a synthetic exit");
+                let reason = Some(SyntheticReason::TaskVanished);
+                self.record_exit(process, 0, status, reason, now).await;
+            }
+            Err(error) => {
+                tracing::warn!(container_id = %self.container_id, %process, %error, "cannot reconcile process");
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Exec processes of the container actor.
+//!
+//! An exec id is taken while its process lives. After the exit is reported, keel deletes the
+//! process from containerd and removes its FIFOs, so the id can be used again; the exit
+//! status stays known for `wait` and `delete` until the id is reused.
+
+use std::time::SystemTime;
+
+use containerd_client::services::v1::{DeleteProcessRequest, ExecProcessRequest, StartRequest};
+use keel_types::{Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId};
+
+use crate::actor::{ContainerState, CreateExec, system_time};
+use crate::process::ProcessState;
+use crate::stdio::{FifoSet, ProcessIo};
+
+/// The type URL containerd expects for an OCI process spec.
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+impl ContainerState {
+    pub(crate) async fn exec(&mut self, request: CreateExec) -> Result<ProcessIo, Error> {
+        let process = ProcessId::Exec(request.exec_id.clone());
+        let Some(task) = self.task.as_ref() else {
+            return Err(self.no_task(Operation::Exec));
+        };
+        if let Some(existing) = task.execs.get(&request.exec_id)
+            && !existing.deleted
+        {
+            return Err(self.rejected_for(
+                Operation::Exec,
+                &process,
+                ErrorKind::AlreadyExists,
+                "an exec with this id exists; wait for it to exit or pick another id",
+            ));
+        }
+        let mut spec = request.process;
+        spec.set_terminal(Some(request.stdio.terminal));
+        let spec = serde_json::to_vec(&spec).map_err(|error| Error::InvalidArgument {
+            field: "process",
+            value: String::new(),
+            reason: format!("cannot be encoded as JSON: {error}"),
+        })?;
+
+        let prefix = format!("exec.{}", request.exec_id);
+        let fifos = FifoSet::create(&self.bundle_dir, &prefix, request.stdio)
+            .map_err(|source| self.io_error(Operation::Exec, source))?;
+        let state = ProcessState::new(fifos.clone());
+        let io = match fifos.open(&state.streams_open) {
+            Ok(io) => io,
+            Err(source) => {
+                fifos.remove();
+                return Err(self.io_error(Operation::Exec, source));
+            }
+        };
+        let [stdin, stdout, stderr] = fifos.request_paths();
+        let exec = ExecProcessRequest {
+            container_id: self.container_id.to_string(),
+            stdin,
+            stdout,
+            stderr,
+            terminal: request.stdio.terminal,
+            spec: Some(prost_types::Any {
+                type_url: PROCESS_TYPE_URL.to_owned(),
+                value: spec,
+            }),
+            exec_id: request.exec_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        if let Err(error) = self
+            .call_for(Operation::Exec, &process, tasks.exec(exec))
+            .await
+        {
+            drop(io);
+            fifos.remove();
+            return Err(error);
+        }
+        let mut state = state;
+        state.mark_created(0);
+        if let Some(task) = self.task.as_mut() {
+            task.execs.insert(request.exec_id.clone(), state);
+        }
+        let event = Event::ExecAdded {
+            exec_id: request.exec_id,
+        };
+        self.deliver(event, SystemTime::now()).await;
+        Ok(io)
+    }
+
+    pub(crate) async fn start_exec(&mut self, exec_id: ExecId) -> Result<u32, Error> {
+        let process = ProcessId::Exec(exec_id.clone());
+        let known = self
+            .task
+            .as_ref()
+            .and_then(|task| task.execs.get(&exec_id))
+            .is_some_and(|exec| !exec.deleted && !exec.has_started());
+        if !known {
+            return Err(self.rejected_for(
+                Operation::StartExec,
+                &process,
+                ErrorKind::NotFound,
+                "no exec with this id is waiting to start",
+            ));
+        }
+        let request = StartRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        let pid = match self
+            .call_for(Operation::StartExec, &process, tasks.start(request))
+            .await
+        {
+            Ok(response) => response.pid,
+            Err(error) => {
+                self.discard_exec(&exec_id).await;
+                return Err(error);
+            }
+        };
+        let now = SystemTime::now();
+        self.record_exec_started(exec_id.clone(), pid, now).await;
+        let close_pending = self
+            .task
+            .as_mut()
+            .and_then(|task| task.execs.get_mut(&exec_id))
+            .is_some_and(|exec| std::mem::take(&mut exec.close_stdin_pending));
+        if close_pending && let Err(error) = self.send_close_io(&process).await {
+            tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot close stdin of started exec");
+        }
+        Ok(pid)
+    }
+
+    /// Deletes an exec whose start failed, and its FIFOs.
+    async fn discard_exec(&mut self, exec_id: &ExecId) {
+        let _ = self.delete_exec_process(exec_id).await;
+        let Some(task) = self.task.as_mut() else {
+            return;
+        };
+        if let Some(mut exec) = task.execs.remove(exec_id) {
+            exec.fifos.remove();
+            let process = ProcessId::Exec(exec_id.clone());
+            let target = self.process_target(&process);
+            exec.fail_waiters(|| Error::Rejected {
+                operation: Operation::Wait,
+                target: target.clone(),
+                kind: ErrorKind::NotFound,
+                reason: "the exec failed to start".to_owned(),
+            });
+        }
+    }
+
+    pub(crate) async fn delete_exec(&mut self, exec_id: &ExecId) -> Result<ExitStatus, Error> {
+        let process = ProcessId::Exec(exec_id.clone());
+        let Some(exec) = self.task.as_ref().and_then(|task| task.execs.get(exec_id)) else {
+            return Err(self.rejected_for(
+                Operation::DeleteExec,
+                &process,
+                ErrorKind::NotFound,
+                "no such exec",
+            ));
+        };
+        if let Some(status) = exec.exit_status()
+            && exec.deleted
+        {
+            return Ok(status);
+        }
+        let response = self.delete_exec_process(exec_id).await?;
+        let status = ExitStatus {
+            code: response.exit_status,
+            exited_at: system_time(response.exited_at),
+        };
+        if let Some(exec) = self
+            .task
+            .as_mut()
+            .and_then(|task| task.execs.get_mut(exec_id))
+        {
+            exec.deleted = true;
+            exec.fifos.remove();
+        }
+        Ok(status)
+    }
+
+    /// Deletes an exited exec from containerd and removes its FIFOs; called once its exit was
+    /// reported, so the exec id is free again.
+    pub(crate) async fn clean_up_exited_exec(&mut self, exec_id: &ExecId) {
+        match self.delete_exec_process(exec_id).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot delete exited exec");
+            }
+        }
+        if let Some(exec) = self
+            .task
+            .as_mut()
+            .and_then(|task| task.execs.get_mut(exec_id))
+        {
+            exec.deleted = true;
+            exec.fifos.remove();
+        }
+    }
+
+    async fn delete_exec_process(
+        &self,
+        exec_id: &ExecId,
+    ) -> Result<containerd_client::services::v1::DeleteResponse, Error> {
+        let process = ProcessId::Exec(exec_id.clone());
+        let request = DeleteProcessRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        self.call_for(
+            Operation::DeleteExec,
+            &process,
+            tasks.delete_process(request),
+        )
+        .await
+    }
+}

@@ -1,0 +1,745 @@
+//! Task lifecycle and control requests of the container actor.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use containerd_client::services::v1::container::Runtime as ContainerRuntime;
+use containerd_client::services::v1::{
+    CheckpointTaskRequest, CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest,
+    PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, UpdateTaskRequest,
+};
+use containerd_client::types::v1::Status as TaskStatus;
+use keel_types::{
+    Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, SyntheticReason,
+};
+use ractor::ActorRef;
+
+use crate::RuncOptions;
+use crate::actor::{
+    Attached, ContainerMsg, ContainerState, CreateContainer, CreateTask, Reply, exec_id_text,
+    system_time,
+};
+use crate::process::ProcessState;
+use crate::runtime::CheckpointOptions;
+use crate::stdio::{FifoSet, ProcessIo};
+
+/// The type URL containerd expects for an OCI runtime spec.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// The type URL containerd expects for OCI Linux resources.
+const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/// The file name prefix of the init process's FIFOs.
+const INIT_FIFO_PREFIX: &str = "init";
+
+/// SIGKILL's number.
+const SIGKILL: u32 = 9;
+
+/// A task and its processes.
+#[derive(Debug)]
+pub(crate) struct TaskState {
+    pub(crate) init: ProcessState,
+    pub(crate) execs: HashMap<ExecId, ProcessState>,
+    /// The init exit, held until the execs have reported theirs.
+    pub(crate) held_init_exit: Option<HeldExit>,
+    /// Whether the task is frozen.
+    pub(crate) paused: bool,
+    /// Out-of-memory events reported for this task.
+    pub(crate) oom_reported: u64,
+}
+
+/// An init exit recorded but not yet reported.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeldExit {
+    pub(crate) pid: u32,
+    pub(crate) status: ExitStatus,
+    pub(crate) synthetic: Option<SyntheticReason>,
+}
+
+impl TaskState {
+    pub(crate) fn new(init_fifos: FifoSet) -> Self {
+        Self {
+            init: ProcessState::new(init_fifos),
+            execs: HashMap::new(),
+            held_init_exit: None,
+            paused: false,
+            oom_reported: 0,
+        }
+    }
+
+    pub(crate) fn process_mut(&mut self, process: &ProcessId) -> Option<&mut ProcessState> {
+        match process {
+            ProcessId::Init => Some(&mut self.init),
+            ProcessId::Exec(exec_id) => self.execs.get_mut(exec_id),
+        }
+    }
+
+    /// Returns the execs that started and have not reported an exit.
+    pub(crate) fn running_execs(&self) -> Vec<ExecId> {
+        self.execs
+            .iter()
+            .filter(|(_, exec)| exec.has_started() && exec.exit_status().is_none())
+            .map(|(exec_id, _)| exec_id.clone())
+            .collect()
+    }
+
+    pub(crate) fn remove_fifos(&self) {
+        self.init.fifos.remove();
+        for exec in self.execs.values() {
+            exec.fifos.remove();
+        }
+    }
+}
+
+impl ContainerState {
+    pub(crate) async fn create(&mut self, request: CreateContainer) -> Result<(), Error> {
+        let spec = serde_json::to_vec(&request.spec).map_err(|error| Error::InvalidArgument {
+            field: "spec",
+            value: String::new(),
+            reason: format!("cannot be encoded as JSON: {error}"),
+        })?;
+        self.process_user = spec_user(&request.spec);
+        let created_dir = self.make_bundle_dir(Operation::CreateContainer)?;
+        let container = Container {
+            id: self.container_id.to_string(),
+            labels: request.labels,
+            runtime: Some(ContainerRuntime {
+                name: request.runtime.name,
+                options: request.runtime.runc.as_ref().map(RuncOptions::to_any),
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.to_owned(),
+                value: spec,
+            }),
+            ..Container::default()
+        };
+        let request_message = CreateContainerRequest {
+            container: Some(container),
+        };
+        let mut containers = self.services.containers();
+        let result = self
+            .call(
+                Operation::CreateContainer,
+                containers.create(request_message),
+            )
+            .await;
+        if result.is_err() && created_dir {
+            self.remove_bundle_dir();
+        }
+        result?;
+        self.runc_options = request.runtime.runc;
+        Ok(())
+    }
+
+    /// Loads the container record, with its runtime options and spec user, and the task's state.
+    pub(crate) async fn load(&mut self) -> Result<(), Error> {
+        let request = GetContainerRequest {
+            id: self.container_id.to_string(),
+        };
+        let mut containers = self.services.containers();
+        let response = self
+            .call(Operation::LoadContainer, containers.get(request))
+            .await?;
+        if let Some(container) = response.container {
+            self.runc_options = container
+                .runtime
+                .as_ref()
+                .and_then(|runtime| runtime.options.as_ref())
+                .and_then(RuncOptions::from_any)
+                .and_then(Result::ok);
+            let spec = container.spec.and_then(|spec| {
+                serde_json::from_slice::<oci_spec::runtime::Spec>(&spec.value).ok()
+            });
+            if let Some(spec) = spec {
+                self.process_user = spec_user(&spec);
+            }
+        }
+        self.make_bundle_dir(Operation::LoadContainer)?;
+
+        let request = GetRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: String::new(),
+        };
+        let mut tasks = self.services.tasks();
+        let process = match self
+            .call(Operation::LoadContainer, tasks.get(request))
+            .await
+        {
+            Ok(response) => response.process,
+            Err(error) if error.kind() == ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
+        let Some(process) = process else {
+            return Ok(());
+        };
+        let mut task = TaskState::new(FifoSet::default());
+        task.init.mark_created(process.pid);
+        if process.status != TaskStatus::Created as i32 {
+            task.init.mark_started(process.pid);
+        }
+        task.paused = process.status == TaskStatus::Paused as i32;
+        self.task = Some(task);
+        Ok(())
+    }
+
+    pub(crate) async fn create_task(
+        &mut self,
+        request: CreateTask,
+    ) -> Result<(ProcessIo, u32), Error> {
+        let operation = match request.restore_from {
+            Some(_) => Operation::Restore,
+            None => Operation::CreateTask,
+        };
+        if self.task.is_some() {
+            return Err(self.rejected(
+                operation,
+                ErrorKind::AlreadyExists,
+                "the container has a task; delete it before creating another",
+            ));
+        }
+        let fifos = FifoSet::create(&self.bundle_dir, INIT_FIFO_PREFIX, request.stdio)
+            .map_err(|source| self.io_error(operation, source))?;
+        let (uid, gid) = self.process_user;
+        if (uid, gid) != (0, 0)
+            && let Err(source) = fifos.chown(uid, gid)
+        {
+            fifos.remove();
+            return Err(self.io_error(operation, source));
+        }
+        let task = TaskState::new(fifos.clone());
+        let io = match fifos.open(&task.init.streams_open) {
+            Ok(io) => io,
+            Err(source) => {
+                fifos.remove();
+                return Err(self.io_error(operation, source));
+            }
+        };
+        let work_dir = match &request.restore_from {
+            Some(_) => Some(self.make_criu_work_dir(operation)?),
+            None => None,
+        };
+        let options = request.restore_from.as_ref().map(|image| {
+            let mut options = self.runc_options.clone().unwrap_or_default();
+            options.criu_image_path = image.to_string_lossy().into_owned();
+            options.criu_work_path = work_dir
+                .as_ref()
+                .map(|dir| dir.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            options.to_any()
+        });
+        let [stdin, stdout, stderr] = fifos.request_paths();
+        let create = CreateTaskRequest {
+            container_id: self.container_id.to_string(),
+            stdin,
+            stdout,
+            stderr,
+            terminal: request.stdio.terminal,
+            options,
+            ..CreateTaskRequest::default()
+        };
+        let mut tasks = self.services.tasks();
+        let result = self.call(operation, tasks.create(create)).await;
+        if let Some(work_dir) = work_dir {
+            remove_work_dir(&work_dir);
+        }
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                drop(io);
+                fifos.remove();
+                return Err(error);
+            }
+        };
+        let pid = response.pid;
+        let mut task = task;
+        task.init.mark_created(pid);
+        if request.restore_from.is_some() {
+            // A restored task runs as soon as it is created.
+            task.init.mark_started(pid);
+        }
+        self.task = Some(task);
+        self.deliver(Event::Created { pid }, SystemTime::now())
+            .await;
+        if request.restore_from.is_some() {
+            self.deliver(Event::Started { pid }, SystemTime::now())
+                .await;
+        }
+        Ok((io, pid))
+    }
+
+    pub(crate) async fn start_task(
+        &mut self,
+        myself: &ActorRef<ContainerMsg>,
+    ) -> Result<u32, Error> {
+        let Some(task) = self.task.as_ref() else {
+            return Err(self.no_task(Operation::StartTask));
+        };
+        if task.init.has_started() {
+            return Err(self.rejected(
+                Operation::StartTask,
+                ErrorKind::FailedPrecondition,
+                "the task has already started",
+            ));
+        }
+        let request = StartRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: String::new(),
+        };
+        let mut tasks = self.services.tasks();
+        let pid = match self.call(Operation::StartTask, tasks.start(request)).await {
+            Ok(response) => response.pid,
+            Err(error) => {
+                self.discard_failed_task().await;
+                return Err(error);
+            }
+        };
+        self.record_start(myself, pid, SystemTime::now()).await;
+        Ok(pid)
+    }
+
+    /// Kills and deletes a task whose start failed, and removes its FIFOs.
+    async fn discard_failed_task(&mut self) {
+        let kill = KillRequest {
+            container_id: self.container_id.to_string(),
+            signal: SIGKILL,
+            all: true,
+            ..KillRequest::default()
+        };
+        let mut tasks = self.services.tasks();
+        let _ = self.call(Operation::StartTask, tasks.kill(kill)).await;
+        let delete = DeleteTaskRequest {
+            container_id: self.container_id.to_string(),
+        };
+        if let Err(error) = self.call(Operation::StartTask, tasks.delete(delete)).await {
+            tracing::warn!(container_id = %self.container_id, %error, "cannot delete task after failed start");
+        }
+        if let Some(mut task) = self.task.take() {
+            task.remove_fifos();
+            let error = || {
+                self.rejected(
+                    Operation::Wait,
+                    ErrorKind::NotFound,
+                    "the task failed to start",
+                )
+            };
+            task.init.fail_waiters(error);
+        }
+    }
+
+    /// Reopens the FIFOs containerd reports for the task and its running execs.
+    pub(crate) async fn attach(&mut self) -> Result<Attached, Error> {
+        if self.task.is_none() {
+            return Err(self.no_task(Operation::Attach));
+        }
+        let init = self.attach_process(&ProcessId::Init).await?;
+        let exec_ids: Vec<ExecId> = self
+            .processes()
+            .await?
+            .into_iter()
+            .filter_map(|info| info.exec_id)
+            .collect();
+        let mut execs = Vec::new();
+        for exec_id in exec_ids {
+            let process = ProcessId::Exec(exec_id.clone());
+            match self.attach_process(&process).await {
+                Ok((pid, io)) => execs.push((exec_id, pid, io)),
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Attached { init, execs })
+    }
+
+    async fn attach_process(&mut self, process: &ProcessId) -> Result<(u32, ProcessIo), Error> {
+        let request = GetRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id_text(process),
+        };
+        let mut tasks = self.services.tasks();
+        let response = self
+            .call_for(Operation::Attach, process, tasks.get(request))
+            .await?;
+        let Some(info) = response.process else {
+            return Err(self.rejected_for(
+                Operation::Attach,
+                process,
+                ErrorKind::NotFound,
+                "no such process",
+            ));
+        };
+        let paths = [
+            info.stdin.as_str(),
+            info.stdout.as_str(),
+            info.stderr.as_str(),
+        ];
+        let fifos = FifoSet::adopt(&self.bundle_dir, paths)
+            .map_err(|source| self.io_error(Operation::Attach, source))?;
+        let Some(task) = self.task.as_mut() else {
+            return Err(self.no_task(Operation::Attach));
+        };
+        let state = match process {
+            ProcessId::Init => &mut task.init,
+            ProcessId::Exec(exec_id) => task
+                .execs
+                .entry(exec_id.clone())
+                .or_insert_with(|| ProcessState::new(FifoSet::default())),
+        };
+        state.mark_created(info.pid);
+        state.mark_started(info.pid);
+        state.fifos = fifos.clone();
+        let streams_open = state.streams_open.clone();
+        let io = fifos
+            .open(&streams_open)
+            .map_err(|source| self.io_error(Operation::Attach, source))?;
+        Ok((info.pid, io))
+    }
+
+    pub(crate) fn wait(&mut self, process: &ProcessId, reply: Reply<ExitStatus>) {
+        let tracker = self.tracker.clone();
+        let Some(state) = self
+            .task
+            .as_mut()
+            .and_then(|task| task.process_mut(process))
+        else {
+            let error = self.rejected_for(
+                Operation::Wait,
+                process,
+                ErrorKind::NotFound,
+                "no such process",
+            );
+            let _ = reply.send(Err(error));
+            return;
+        };
+        state.add_waiter(reply, &tracker);
+    }
+
+    pub(crate) async fn kill(
+        &mut self,
+        process: &ProcessId,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), Error> {
+        let request = KillRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id_text(process),
+            signal,
+            all,
+        };
+        let mut tasks = self.services.tasks();
+        self.call_for(Operation::Kill, process, tasks.kill(request))
+            .await?;
+        // A frozen process cannot die: thaw the task so SIGKILL takes effect at once.
+        if signal == SIGKILL
+            && self.task.as_ref().is_some_and(|task| task.paused)
+            && let Err(error) = self.resume().await
+        {
+            tracing::warn!(container_id = %self.container_id, %error, "cannot resume paused task after kill");
+        }
+        Ok(())
+    }
+
+    /// Closes stdin now, or at start for an exec the shim has not opened yet.
+    pub(crate) async fn close_stdin(&mut self, process: &ProcessId) -> Result<(), Error> {
+        let Some(state) = self
+            .task
+            .as_mut()
+            .and_then(|task| task.process_mut(process))
+        else {
+            return Err(self.rejected_for(
+                Operation::CloseStdin,
+                process,
+                ErrorKind::NotFound,
+                "no such process",
+            ));
+        };
+        if state.exit_status().is_some() {
+            return Ok(());
+        }
+        if matches!(process, ProcessId::Exec(_)) && !state.has_started() {
+            state.close_stdin_pending = true;
+            return Ok(());
+        }
+        self.send_close_io(process).await
+    }
+
+    pub(crate) async fn send_close_io(&self, process: &ProcessId) -> Result<(), Error> {
+        let request = CloseIoRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id_text(process),
+            stdin: true,
+        };
+        let mut tasks = self.services.tasks();
+        self.call_for(Operation::CloseStdin, process, tasks.close_io(request))
+            .await
+            .map(drop)
+    }
+
+    pub(crate) async fn resize(
+        &mut self,
+        process: &ProcessId,
+        width: u32,
+        height: u32,
+    ) -> Result<(), Error> {
+        let request = ResizePtyRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id_text(process),
+            width,
+            height,
+        };
+        let mut tasks = self.services.tasks();
+        self.call_for(Operation::Resize, process, tasks.resize_pty(request))
+            .await
+            .map(drop)
+    }
+
+    pub(crate) async fn pause(&mut self) -> Result<(), Error> {
+        self.require_live_task(Operation::Pause)?;
+        if self.task.as_ref().is_some_and(|task| task.paused) {
+            return Err(self.rejected(
+                Operation::Pause,
+                ErrorKind::FailedPrecondition,
+                "the task is already paused",
+            ));
+        }
+        let request = PauseTaskRequest {
+            container_id: self.container_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        self.call(Operation::Pause, tasks.pause(request)).await?;
+        if let Some(task) = self.task.as_mut() {
+            task.paused = true;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn resume(&mut self) -> Result<(), Error> {
+        self.require_live_task(Operation::Resume)?;
+        let request = ResumeTaskRequest {
+            container_id: self.container_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        self.call(Operation::Resume, tasks.resume(request)).await?;
+        if let Some(task) = self.task.as_mut() {
+            task.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Fails unless the task exists and its init process has not exited.
+    fn require_live_task(&self, operation: Operation) -> Result<(), Error> {
+        let Some(task) = self.task.as_ref() else {
+            return Err(self.no_task(operation));
+        };
+        if task.init.exit_status().is_some() {
+            return Err(self.rejected(
+                operation,
+                ErrorKind::FailedPrecondition,
+                "the task has stopped",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn update(
+        &mut self,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), Error> {
+        let value = serde_json::to_vec(resources).map_err(|error| Error::InvalidArgument {
+            field: "resources",
+            value: String::new(),
+            reason: format!("cannot be encoded as JSON: {error}"),
+        })?;
+        let request = UpdateTaskRequest {
+            container_id: self.container_id.to_string(),
+            resources: Some(prost_types::Any {
+                type_url: RESOURCES_TYPE_URL.to_owned(),
+                value,
+            }),
+            ..UpdateTaskRequest::default()
+        };
+        let mut tasks = self.services.tasks();
+        self.call(Operation::Update, tasks.update(request))
+            .await
+            .map(drop)
+    }
+
+    /// Checkpoints into the caller's folder; containerd's content store is not used, so no
+    /// image, lease or temporary content is left there.
+    pub(crate) async fn checkpoint(&mut self, dir: &Path, exit: bool) -> Result<(), Error> {
+        self.require_live_task(Operation::Checkpoint)?;
+        if !dir.is_absolute() {
+            return Err(Error::InvalidArgument {
+                field: "checkpoint folder",
+                value: dir.display().to_string(),
+                reason: "must be an absolute path".to_owned(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            operation: Operation::Checkpoint,
+            target: self.target.clone(),
+            path: dir.to_owned(),
+            source,
+        })?;
+        let work_dir = self.make_criu_work_dir(Operation::Checkpoint)?;
+        let options = CheckpointOptions {
+            exit,
+            image_path: dir.to_string_lossy().into_owned(),
+            work_path: work_dir.to_string_lossy().into_owned(),
+        };
+        let request = CheckpointTaskRequest {
+            container_id: self.container_id.to_string(),
+            options: Some(options.to_any()),
+            ..CheckpointTaskRequest::default()
+        };
+        let mut tasks = self.services.tasks();
+        let result = self
+            .call(Operation::Checkpoint, tasks.checkpoint(request))
+            .await;
+        remove_work_dir(&work_dir);
+        result.map(drop)
+    }
+
+    pub(crate) async fn delete_task(&mut self) -> Result<ExitStatus, Error> {
+        let request = DeleteTaskRequest {
+            container_id: self.container_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        let response = self
+            .call(Operation::DeleteTask, tasks.delete(request))
+            .await?;
+        let status = ExitStatus {
+            code: response.exit_status,
+            exited_at: system_time(response.exited_at),
+        };
+        // The delete reply is the last source of the init exit: report it if no event did.
+        self.record_exit(
+            ProcessId::Init,
+            response.pid,
+            status,
+            None,
+            SystemTime::now(),
+        )
+        .await;
+        self.release_init_exit(true).await;
+        if let Some(mut task) = self.task.take() {
+            task.remove_fifos();
+            for (exec_id, mut exec) in task.execs.drain() {
+                let process = ProcessId::Exec(exec_id);
+                let error = self.rejected_for(
+                    Operation::Wait,
+                    &process,
+                    ErrorKind::NotFound,
+                    "the task was deleted",
+                );
+                exec.fail_waiters(|| error_clone(&error));
+            }
+        }
+        self.deliver(Event::Deleted { pid: response.pid }, SystemTime::now())
+            .await;
+        Ok(status)
+    }
+
+    pub(crate) async fn delete(&mut self) -> Result<(), Error> {
+        if self.task.is_some() {
+            return Err(self.rejected(
+                Operation::DeleteContainer,
+                ErrorKind::FailedPrecondition,
+                "the container has a task; delete the task first or force the delete",
+            ));
+        }
+        let request = DeleteContainerRequest {
+            id: self.container_id.to_string(),
+        };
+        let mut containers = self.services.containers();
+        self.call(Operation::DeleteContainer, containers.delete(request))
+            .await?;
+        self.remove_bundle_dir();
+        Ok(())
+    }
+
+    /// Makes the bundle folder with owner-only permissions; returns true when it was new.
+    fn make_bundle_dir(&self, operation: Operation) -> Result<bool, Error> {
+        use std::os::unix::fs::DirBuilderExt;
+
+        if let Some(parent) = self.bundle_dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|source| self.io_error(operation, source))?;
+        }
+        match std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.bundle_dir)
+        {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(self.io_error(operation, source)),
+        }
+    }
+
+    /// Makes a fresh folder for criu's logs inside the bundle folder, so concurrent restores
+    /// from one image never share one.
+    fn make_criu_work_dir(&mut self, operation: Operation) -> Result<std::path::PathBuf, Error> {
+        use std::os::unix::fs::DirBuilderExt;
+
+        self.criu_runs += 1;
+        let dir = self
+            .bundle_dir
+            .join(format!("criu-work-{}", self.criu_runs));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| self.io_error(operation, source))?;
+        Ok(dir)
+    }
+
+    /// Removes the bundle folder, which holds nothing but FIFOs keel made and removed.
+    pub(crate) fn remove_bundle_dir(&self) {
+        if let Err(error) = std::fs::remove_dir(&self.bundle_dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container_id = %self.container_id, path = %self.bundle_dir.display(), %error, "cannot remove bundle folder");
+        }
+    }
+}
+
+/// Removes a criu work folder keel made, with the logs criu left in it.
+fn remove_work_dir(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(path = %dir.display(), %error, "cannot remove criu work folder");
+    }
+}
+
+/// Copies an error's kind and text for each waiter that needs one.
+fn error_clone(error: &Error) -> Error {
+    match error {
+        Error::Rejected {
+            operation,
+            target,
+            kind,
+            reason,
+        } => Error::Rejected {
+            operation: *operation,
+            target: target.clone(),
+            kind: *kind,
+            reason: reason.clone(),
+        },
+        other => Error::Rejected {
+            operation: Operation::Wait,
+            target: keel_types::Target::Containerd,
+            kind: other.kind(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Returns the uid and gid the spec's process runs as.
+fn spec_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
+    spec.process()
+        .as_ref()
+        .map(|process| (process.user().uid(), process.user().gid()))
+        .unwrap_or((0, 0))
+}
