@@ -53,8 +53,9 @@ pub use keel_container::{
 };
 pub use keel_events::EventStats;
 pub use keel_types::{
-    ContainerEvent, ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Namespace, Operation,
-    ProcessId, SyntheticReason, Target,
+    BlockIoStats, CgroupVersion, ContainerEvent, ContainerId, CpuStats, Error, ErrorKind, Event,
+    ExecId, ExitStatus, MemoryStats, Namespace, Operation, PidsStats, ProcessId, ProcessInfo,
+    ProcessStatus, Stats, SyntheticReason, Target,
 };
 pub use process::Process;
 pub use task::Task;

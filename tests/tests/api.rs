@@ -1,0 +1,625 @@
+//! The task and exec API on a real containerd: stdio, exec ids, deletes, kills, pauses,
+//! statistics, process lists and errors.
+
+use std::time::Duration;
+
+use keel::spec::exec_process;
+use keel::{ErrorKind, Event, ProcessId, ProcessStatus, StdioRequest};
+use keel_tests::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const OUTPUT: StdioRequest = StdioRequest {
+    stdin: false,
+    output: true,
+    terminal: false,
+};
+
+const INPUT_OUTPUT: StdioRequest = StdioRequest {
+    stdin: true,
+    output: true,
+    terminal: false,
+};
+
+const SIGKILL: u32 = 9;
+
+async fn read_all(stream: Option<keel::OutputStream>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut stream) = stream {
+        stream.read_to_end(&mut bytes).await.expect("read stream");
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_containerd_release() {
+    let harness = Harness::start().await;
+    let version = harness.client.version().await.expect("version");
+    assert!(!version.version.is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdin_ends_cat_as_init() {
+    let harness = Harness::start().await;
+    for round in 0..100 {
+        let id = format!("cat-{round}");
+        let container = harness
+            .client
+            .create_container(&id, harness.spec(&["cat"]))
+            .await
+            .expect("create");
+        let mut task = container
+            .create_task(INPUT_OUTPUT)
+            .await
+            .expect("create task");
+        // Close before start on even rounds, after start on odd ones.
+        if round % 2 == 0 {
+            task.close_stdin().await.expect("close stdin");
+            task.start().await.expect("start");
+        } else {
+            task.start().await.expect("start");
+            task.close_stdin().await.expect("close stdin");
+        }
+        let output = read_all(task.take_stdout()).await;
+        drop(task.take_stderr());
+        let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: cat did not exit within 5 s"))
+            .expect("wait");
+        assert_eq!(status.code, 0, "round {round}");
+        assert!(output.is_empty(), "round {round}");
+        task.delete().await.expect("delete task");
+        container.delete().await.expect("delete container");
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdin_ends_cat_as_exec() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("host", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    for round in 0..200 {
+        let exec_id = format!("cat-{round}");
+        let mut process = task
+            .exec(&exec_id, exec_process(["cat"]), INPUT_OUTPUT)
+            .await
+            .expect("exec");
+        if round % 2 == 0 {
+            process
+                .close_stdin()
+                .await
+                .expect("close stdin before start");
+            process.start().await.expect("start");
+        } else {
+            process.start().await.expect("start");
+            process
+                .close_stdin()
+                .await
+                .expect("close stdin after start");
+        }
+        drop(process.take_stdout());
+        drop(process.take_stderr());
+        let status = tokio::time::timeout(Duration::from_secs(5), process.wait())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: cat did not exit within 5 s"))
+            .expect("wait");
+        assert_eq!(status.code, 0, "round {round}");
+    }
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_then_eof_echoes_exactly() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("echo-in", harness.spec(&["cat"]))
+        .await
+        .expect("create");
+    let mut task = container.start_task(INPUT_OUTPUT).await.expect("start");
+    let mut stdin = task.take_stdin().expect("stdin requested");
+    stdin.write_all(b"hi\n").await.expect("write");
+    stdin.flush().await.expect("flush");
+    drop(stdin);
+    task.close_stdin().await.expect("close stdin");
+    let output = read_all(task.take_stdout()).await;
+    drop(task.take_stderr());
+    assert_eq!(output, b"hi\n");
+    assert_eq!(task.wait().await.expect("wait").code, 0);
+
+    let exec_container = task.container().clone();
+    task.delete().await.expect("delete task");
+    exec_container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_sizes_arrive_byte_exact() {
+    let harness = Harness::start().await;
+    for exponent in 20..=26_u32 {
+        for size in [
+            (1_usize << exponent) - 1,
+            1 << exponent,
+            (1 << exponent) + 1,
+        ] {
+            let id = format!("size-{size}");
+            let command = format!("yes abcdefg | head -c {size}");
+            let spec = harness.spec(&["sh", "-c", &command]);
+            let container = harness
+                .client
+                .create_container(&id, spec)
+                .await
+                .expect("create");
+            let mut task = container.start_task(OUTPUT).await.expect("start");
+            let output = read_all(task.take_stdout()).await;
+            drop(task.take_stderr());
+            assert_eq!(output.len(), size, "size {size}");
+            let pattern = b"abcdefg\n";
+            let mismatch = output
+                .iter()
+                .enumerate()
+                .position(|(index, byte)| *byte != pattern[index % pattern.len()]);
+            assert_eq!(mismatch, None, "size {size}: first wrong byte");
+            task.wait().await.expect("wait");
+            task.delete().await.expect("delete task");
+            container.delete().await.expect("delete container");
+        }
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reader_gets_all_output() {
+    let harness = Harness::start().await;
+    let size = 8 << 20;
+    let command = format!("head -c {size} /dev/zero");
+    let container = harness
+        .client
+        .create_container("late", harness.spec(&["sh", "-c", &command]))
+        .await
+        .expect("create");
+    let mut task = container.start_task(OUTPUT).await.expect("start");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let output = read_all(task.take_stdout()).await;
+    drop(task.take_stderr());
+    assert_eq!(output.len(), size);
+    assert!(output.iter().all(|byte| *byte == 0));
+    task.wait().await.expect("wait");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stdin_reaches_wc() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("wc", harness.spec(&["wc", "-c"]))
+        .await
+        .expect("create");
+    let mut task = container.start_task(INPUT_OUTPUT).await.expect("start");
+    let mut stdin = task.take_stdin().expect("stdin requested");
+    let stdout = task.take_stdout();
+    let reader = tokio::spawn(read_all(stdout));
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        stdin.write_all(&chunk).await.expect("write");
+    }
+    stdin.flush().await.expect("flush");
+    drop(stdin);
+    task.close_stdin().await.expect("close stdin");
+    drop(task.take_stderr());
+    let output = reader.await.expect("reader task");
+    assert_eq!(String::from_utf8_lossy(&output).trim(), "67108864");
+    assert_eq!(task.wait().await.expect("wait").code, 0);
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_id_reusable_after_exit_or_kill() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("reuse", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+
+    let mut first = task
+        .exec(
+            "probe",
+            exec_process(["sleep", "1000"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("exec");
+    first.start().await.expect("start first");
+    let duplicate = task
+        .exec("probe", exec_process(["true"]), StdioRequest::default())
+        .await
+        .expect_err("live duplicate");
+    assert_eq!(duplicate.kind(), ErrorKind::AlreadyExists, "{duplicate}");
+    assert!(
+        matches!(
+            first.status().await.expect("status"),
+            ProcessStatus::Running
+        ),
+        "the first exec keeps running"
+    );
+
+    first.kill(SIGKILL).await.expect("kill");
+    assert_eq!(first.wait().await.expect("wait").code, 137);
+
+    let mut second = task
+        .exec("probe", exec_process(["true"]), StdioRequest::default())
+        .await
+        .expect("exec after kill");
+    second.start().await.expect("start second");
+    assert_eq!(second.wait().await.expect("wait").code, 0);
+    let mut third = task
+        .exec("probe", exec_process(["true"]), StdioRequest::default())
+        .await
+        .expect("exec after exit");
+    third.start().await.expect("start third");
+    assert_eq!(third.wait().await.expect("wait").code, 0);
+    assert_eq!(third.delete().await.expect("delete exec").code, 0);
+
+    let processes = task.processes().await.expect("processes");
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert_eq!(processes[0].pid, task.pid());
+    assert_eq!(processes[0].exec_id, None);
+    let exec_fifos = std::fs::read_dir(harness.bundle_dir("reuse"))
+        .expect("read bundle")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("exec."))
+        .count();
+    assert_eq!(exec_fifos, 0);
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_of_missing_binary_is_executable_not_found() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("nobin", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let mut process = task
+        .exec("ghost", exec_process(["/no/such/binary"]), OUTPUT)
+        .await
+        .expect("exec");
+    let error = process.start().await.expect_err("missing binary");
+    assert_eq!(error.kind(), ErrorKind::ExecutableNotFound, "{error}");
+    drop(process);
+    // The failed exec was deleted, so its id is free again.
+    let mut retry = task
+        .exec("ghost", exec_process(["true"]), StdioRequest::default())
+        .await
+        .expect("exec again");
+    retry.start().await.expect("start");
+    assert_eq!(retry.wait().await.expect("wait").code, 0);
+
+    let missing = harness
+        .client
+        .container("nobody")
+        .await
+        .expect_err("unknown container");
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_follow_task_state() {
+    let harness = Harness::start().await;
+
+    let idle = harness
+        .client
+        .create_container("idle", harness.spec(&["true"]))
+        .await
+        .expect("create");
+    let task = idle.create_task(OUTPUT).await.expect("create task");
+    task.delete().await.expect("created task deletes");
+    idle.delete().await.expect("delete container");
+
+    let busy = harness
+        .client
+        .create_container("busy", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = busy
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let pid = task.pid();
+    let error = busy
+        .task()
+        .await
+        .expect("task")
+        .delete()
+        .await
+        .expect_err("running task");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    assert!(matches!(
+        task.status().await.expect("status"),
+        ProcessStatus::Running
+    ));
+
+    busy.force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    let exits = harness.recorder.exits_of("busy", &ProcessId::Init);
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert!(
+        matches!(&exits[0], Event::Exited { status, pid: exit_pid, .. } if status.code == 137 && *exit_pid == pid)
+    );
+    assert!(!harness.bundle_dir("busy").exists());
+    assert!(harness.containerd_containers().is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_after_exit_or_delete_return_not_found() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("gone", harness.spec(&["true"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    task.wait().await.expect("wait");
+    let error = task
+        .kill(SIGKILL, false)
+        .await
+        .expect_err("kill after exit");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+
+    let handle = container.task().await.expect("task");
+    task.delete().await.expect("delete task");
+    let error = handle.stats().await.expect_err("stats after delete");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    let error = handle
+        .processes()
+        .await
+        .expect_err("processes after delete");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_task_rules() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("frozen", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    task.pause().await.expect("pause");
+    assert!(matches!(
+        task.status().await.expect("status"),
+        ProcessStatus::Paused
+    ));
+    let again = task.pause().await.expect_err("second pause");
+    assert_eq!(again.kind(), ErrorKind::FailedPrecondition, "{again}");
+    task.resume().await.expect("resume");
+    task.pause().await.expect("pause again");
+
+    task.kill(SIGKILL, false).await.expect("kill paused");
+    let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
+        .await
+        .expect("paused task dies within 5 s")
+        .expect("wait");
+    assert_eq!(status.code, 137);
+
+    let paused_events = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|event| matches!(event, Event::Paused))
+            .count()
+    };
+    let before = paused_events(&harness.recorder.events_of("frozen"));
+    let error = task.pause().await.expect_err("pause of stopped task");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    let error = task.resume().await.expect_err("resume of stopped task");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(paused_events(&harness.recorder.events_of("frozen")), before);
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_processes_of_running_task() {
+    let harness = Harness::start().await;
+    let spec = keel::spec::SpecBuilder::new(&harness.rootfs)
+        .args(["sleep", "1000"])
+        .memory_limit(64 << 20)
+        .build();
+    let container = harness
+        .client
+        .create_container("stats", spec)
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let stats = task.stats().await.expect("stats");
+    assert_eq!(
+        stats.cgroup,
+        keel::CgroupVersion::V1,
+        "this machine runs cgroup v1"
+    );
+    assert!(stats.pids.current >= 1, "{stats:?}");
+    assert_eq!(stats.memory.limit_bytes, 64 << 20, "{stats:?}");
+    assert!(stats.memory.usage_bytes > 0, "{stats:?}");
+
+    let mut process = task
+        .exec(
+            "lister",
+            exec_process(["sleep", "1000"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("exec");
+    process.start().await.expect("start exec");
+    let processes = task.processes().await.expect("processes");
+    assert!(
+        processes
+            .iter()
+            .any(|info| info.pid == task.pid() && info.exec_id.is_none()),
+        "{processes:?}"
+    );
+    assert!(
+        processes.iter().any(|info| info.pid == process.pid()
+            && info.exec_id.as_ref().map(|id| id.as_str()) == Some("lister")),
+        "{processes:?}"
+    );
+    let mut resources = oci_spec::runtime::LinuxResources::default();
+    let mut memory = oci_spec::runtime::LinuxMemory::default();
+    memory.set_limit(Some(128 << 20));
+    resources.set_memory(Some(memory));
+    task.update(resources).await.expect("update");
+    assert_eq!(
+        task.stats().await.expect("stats").memory.limit_bytes,
+        128 << 20
+    );
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_task_resizes_and_reattaches() {
+    let harness = Harness::start().await;
+    let spec = keel::spec::SpecBuilder::new(&harness.rootfs)
+        .args(["sh", "-c", "read line; stty size; echo got $line"])
+        .terminal(true)
+        .build();
+    let container = harness
+        .client
+        .create_container("tty", spec)
+        .await
+        .expect("create");
+    let stdio = StdioRequest {
+        stdin: true,
+        output: true,
+        terminal: true,
+    };
+    let mut task = container.start_task(stdio).await.expect("start");
+    assert!(
+        task.take_stderr().is_none(),
+        "a terminal has one output stream"
+    );
+    task.resize(100, 40).await.expect("resize");
+    let mut stdin = task.take_stdin().expect("stdin");
+    stdin.write_all(b"hello\n").await.expect("write");
+    let output = read_all(task.take_stdout()).await;
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.contains("40 100"), "{text:?}");
+    assert!(text.contains("got hello"), "{text:?}");
+    drop(stdin);
+    task.wait().await.expect("wait");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_client_reattaches_init_and_execs() {
+    let harness = Harness::start().await;
+    let spec = harness.spec(&["sh", "-c", "read line; echo init $line"]);
+    let container = harness
+        .client
+        .create_container("again", spec)
+        .await
+        .expect("create");
+    let mut task = container.start_task(INPUT_OUTPUT).await.expect("start");
+    let mut process = task
+        .exec(
+            "side",
+            exec_process(["sh", "-c", "read line; echo exec $line"]),
+            INPUT_OUTPUT,
+        )
+        .await
+        .expect("exec");
+    process.start().await.expect("start exec");
+    // The engine goes away: its streams close and a new client takes over.
+    drop(task.take_stdout());
+    drop(task.take_stderr());
+    drop(task.take_stdin());
+    drop(process.take_stdout());
+    drop(process.take_stderr());
+    drop(process.take_stdin());
+    harness.client.shutdown(Duration::from_secs(5)).await;
+
+    let recorder = keel_tests::Recorder::default();
+    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
+        .state_dir(&harness.state_dir);
+    let client = keel::Client::connect_with(options, recorder.clone())
+        .await
+        .expect("reconnect");
+    let container = client.load_container("again").await.expect("load");
+    let (mut task, mut processes) = container.attach().await.expect("attach");
+    assert_eq!(processes.len(), 1);
+    let mut exec = processes.remove(0);
+    assert_eq!(exec.exec_id().as_str(), "side");
+
+    let mut exec_stdin = exec.take_stdin().expect("exec stdin");
+    exec_stdin.write_all(b"two\n").await.expect("write exec");
+    let exec_output = read_all(exec.take_stdout()).await;
+    drop(exec.take_stderr());
+    assert_eq!(exec_output, b"exec two\n");
+    let mut stdin = task.take_stdin().expect("init stdin");
+    stdin.write_all(b"one\n").await.expect("write init");
+    let output = read_all(task.take_stdout()).await;
+    drop(task.take_stderr());
+    assert_eq!(output, b"init one\n");
+    drop((stdin, exec_stdin));
+    assert_eq!(task.wait().await.expect("wait").code, 0);
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    client.shutdown(Duration::from_secs(5)).await;
+    harness.containerd.stop().await;
+}
