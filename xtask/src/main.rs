@@ -4,6 +4,8 @@
 //! step can be rerun by hand. A failing program's exit code becomes the exit code of xtask.
 
 mod command;
+mod criu;
+mod fuzz;
 mod setup;
 mod tidy;
 
@@ -30,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Check for protoc, containerd, runc and a static busybox, and install them with apt-get
-    /// when missing (needs root).
+    /// when missing (needs root). Then prepare criu from Debian trixie in `target/criu/`.
     Setup,
     /// Run setup, then the keel demo against a private containerd.
     Demo,
@@ -39,6 +41,12 @@ enum Task {
     /// Check that every Rust file starts with a `//!` header and that no file cites an issue
     /// number.
     Tidy,
+    /// Run the property tests of the decoders and input checks with many random cases.
+    Fuzz {
+        /// Random inputs per property.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +64,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Demo => demo(&root),
         Task::Test => test(&root),
         Task::Tidy => tidy::run(&root),
+        Task::Fuzz { cases } => fuzz::run(&root, cases),
     }
 }
 

@@ -165,6 +165,8 @@ pub struct ContainerOptions {
     pub event_queue_capacity: usize,
     /// How long the init exit waits for the container's exec processes to report theirs.
     pub init_exit_hold: Duration,
+    /// How many exec processes one task may have at once; more are rejected.
+    pub max_execs: usize,
 }
 
 impl Default for ContainerOptions {
@@ -172,6 +174,7 @@ impl Default for ContainerOptions {
         Self {
             event_queue_capacity: 1024,
             init_exit_hold: Duration::from_millis(500),
+            max_execs: 1024,
         }
     }
 }
@@ -215,6 +218,8 @@ pub struct ContainerState {
     pub(crate) task: Option<TaskState>,
     /// Counts checkpoints and restores, to name their work folders.
     pub(crate) criu_runs: u64,
+    /// Set once the exec limit was hit and logged, so the log shows it once.
+    pub(crate) exec_limit_logged: bool,
 }
 
 impl Actor for ContainerActor {
@@ -250,6 +255,7 @@ impl Actor for ContainerActor {
             process_user: (0, 0),
             task: None,
             criu_runs: 0,
+            exec_limit_logged: false,
         })
     }
 
@@ -274,14 +280,14 @@ impl Actor for ContainerActor {
             ContainerMsg::Create(request, reply) => {
                 let result = container.create(*request).await;
                 if result.is_err() {
-                    myself.stop(Some("create failed".to_owned()));
+                    container.leave(&myself, "create failed");
                 }
                 let _ = reply.send(result);
             }
             ContainerMsg::Load(reply) => {
                 let result = container.load().await;
                 if result.is_err() {
-                    myself.stop(Some("load failed".to_owned()));
+                    container.leave(&myself, "load failed");
                 }
                 let _ = reply.send(result);
             }
@@ -295,8 +301,10 @@ impl Actor for ContainerActor {
                 let _ = reply.send(container.attach().await);
             }
             ContainerMsg::InitPid(reply) => {
-                let pid = container.task.as_ref().and_then(|task| task.init.pid);
-                let result = pid.ok_or_else(|| container.no_task(Operation::Status));
+                let result = container.adopt_untracked_task().await.and_then(|()| {
+                    let pid = container.task.as_ref().and_then(|task| task.init.pid);
+                    pid.ok_or_else(|| container.no_task(Operation::Status))
+                });
                 let _ = reply.send(result);
             }
             ContainerMsg::Exec(request, reply) => {
@@ -355,7 +363,7 @@ impl Actor for ContainerActor {
             ContainerMsg::Delete(reply) => {
                 let result = container.delete().await;
                 if result.is_ok() {
-                    myself.stop(Some("container deleted".to_owned()));
+                    container.leave(&myself, "container deleted");
                 }
                 let _ = reply.send(result);
             }
@@ -364,7 +372,7 @@ impl Actor for ContainerActor {
             ContainerMsg::Reload => {
                 if let Err(error) = container.load().await {
                     tracing::error!(container_id = %container.container_id, %error, "cannot reload container");
-                    myself.stop(Some("reload failed".to_owned()));
+                    container.leave(&myself, "reload failed");
                     return Ok(());
                 }
                 container.reconcile(&myself).await;
@@ -376,6 +384,14 @@ impl Actor for ContainerActor {
 }
 
 impl ContainerState {
+    /// Removes the actor from the registry and stops it. The removal happens before the
+    /// reply goes out, so a create with the same id right after the reply is not rejected
+    /// as already tracked.
+    fn leave(&self, myself: &ActorRef<ContainerMsg>, reason: &str) {
+        self.registry.remove_if_same(&self.container_id, myself);
+        myself.stop(Some(reason.to_owned()));
+    }
+
     /// Queues an event for the backend.
     pub(crate) async fn deliver(&self, event: Event, timestamp: SystemTime) {
         tracing::debug!(container_id = %self.container_id, ?event, queued = self.delivery.depth(), "deliver");

@@ -6,10 +6,11 @@
 
 use std::time::SystemTime;
 
-use containerd_client::services::v1::GetRequest;
+use containerd_client::services::v1::{DeleteTaskRequest, GetRequest};
 use containerd_client::types::v1::Status as TaskStatus;
 use keel_types::{
-    ContainerEvent, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, SyntheticReason,
+    ContainerEvent, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId,
+    SyntheticReason,
 };
 use ractor::ActorRef;
 
@@ -50,12 +51,11 @@ impl ContainerState {
                     .await;
                 self.hold_or_release_init_exit(myself).await;
             }
-            Event::Deleted { .. } if self.task.is_none() => {}
+            Event::Deleted { pid } if self.is_current_init(pid) => {
+                self.forget_deleted_task(pid, timestamp).await;
+            }
             Event::Deleted { pid } => {
-                if let Some(task) = self.task.take() {
-                    task.remove_fifos();
-                }
-                self.deliver(Event::Deleted { pid }, timestamp).await;
+                tracing::debug!(container_id = %self.container_id, pid, "delete event of an earlier task ignored");
             }
             Event::Paused => {
                 if let Some(task) = self.task.as_mut() {
@@ -172,6 +172,12 @@ impl ContainerState {
         let Some(state) = task.process_mut(&process) else {
             return;
         };
+        // An event of an earlier process in this slot (the previous task of the container, or
+        // an exec id used again) can arrive after the new one started; its pid tells it apart.
+        if pid != 0 && state.pid.is_some_and(|known| known != 0 && known != pid) {
+            tracing::debug!(container_id = %self.container_id, %process, pid, "exit of an earlier process ignored");
+            return;
+        }
         let pid = if pid == 0 {
             state.pid.unwrap_or(0)
         } else {
@@ -259,26 +265,39 @@ impl ContainerState {
 
     /// Asks containerd for the state of every process that has not reported an exit, and
     /// reports the exits that happened while no event stream was open.
+    ///
+    /// The init process is asked even after its exit, because containerd may have deleted
+    /// the task meanwhile (its shim died, or a delete whose reply was lost went through); keel
+    /// then forgets the task as if the delete event had arrived. A container without a task
+    /// in keel adopts the one containerd may have created for a request whose reply was lost.
     pub(crate) async fn reconcile(&mut self, myself: &ActorRef<ContainerMsg>) {
         let Some(task) = self.task.as_ref() else {
+            if let Err(error) = self.adopt_untracked_task().await {
+                tracing::warn!(container_id = %self.container_id, %error, "cannot look for an untracked task");
+            }
             return;
         };
-        let mut pending: Vec<ProcessId> = task
+        let init_pid = task.init.pid.unwrap_or(0);
+        let pending: Vec<ProcessId> = task
             .execs
             .iter()
             .filter(|(_, exec)| exec.exit_status().is_none() && !exec.deleted)
             .map(|(exec_id, _)| ProcessId::Exec(exec_id.clone()))
             .collect();
-        if task.init.exit_status().is_none() {
-            pending.push(ProcessId::Init);
-        }
         for process in pending {
             self.reconcile_process(process).await;
+        }
+        let task_vanished = self.reconcile_process(ProcessId::Init).await;
+        if task_vanished {
+            self.forget_deleted_task(init_pid, SystemTime::now()).await;
+            return;
         }
         self.hold_or_release_init_exit(myself).await;
     }
 
-    async fn reconcile_process(&mut self, process: ProcessId) {
+    /// Records what containerd reports about one process; returns true when containerd has
+    /// no such process.
+    async fn reconcile_process(&mut self, process: ProcessId) -> bool {
         let request = GetRequest {
             container_id: self.container_id.to_string(),
             exec_id: exec_id_text(&process),
@@ -291,30 +310,153 @@ impl ContainerState {
         {
             Ok(response) => {
                 let Some(info) = response.process else {
-                    return;
+                    return false;
                 };
                 if info.status != TaskStatus::Stopped as i32 {
-                    return;
+                    return false;
                 }
                 let status = ExitStatus {
                     code: info.exit_status,
                     exited_at: system_time(info.exited_at),
                 };
-                tracing::info!(container_id = %self.container_id, %process, code = status.code, "exit found by reconciliation");
+                tracing::debug!(container_id = %self.container_id, %process, code = status.code, "exit status from reconciliation");
                 self.record_exit(process, info.pid, status, None, now).await;
+                false
             }
             Err(error) if error.kind() == ErrorKind::NotFound => {
                 let status = ExitStatus {
                     code: SyntheticReason::EXIT_CODE,
                     exited_at: now,
                 };
-                tracing::warn!(container_id = %self.container_id, %process, "process vanished; reporting a synthetic exit");
+                tracing::debug!(container_id = %self.container_id, %process, "process not found by reconciliation");
                 let reason = Some(SyntheticReason::TaskVanished);
                 self.record_exit(process, 0, status, reason, now).await;
+                true
             }
             Err(error) => {
                 tracing::warn!(container_id = %self.container_id, %process, %error, "cannot reconcile process");
+                false
             }
         }
+    }
+
+    /// Drops the task after containerd deleted it: reports the held init exit, removes the
+    /// FIFOs, fails the waiters of execs that never reported, and reports the delete.
+    pub(crate) async fn forget_deleted_task(&mut self, pid: u32, at: SystemTime) {
+        self.release_init_exit(true).await;
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        task.remove_fifos();
+        for (exec_id, mut exec) in task.execs.drain() {
+            let process = ProcessId::Exec(exec_id);
+            exec.fail_waiters(|| {
+                self.rejected_for(
+                    Operation::Wait,
+                    &process,
+                    ErrorKind::NotFound,
+                    "the task was deleted",
+                )
+            });
+        }
+        task.init.fail_waiters(|| {
+            self.rejected(Operation::Wait, ErrorKind::NotFound, "the task was deleted")
+        });
+        self.deliver(Event::Deleted { pid }, at).await;
+    }
+
+    /// Returns true when keel tracks a task whose init process has `pid`, or whose pid is not
+    /// known; a delete event with pid 0 matches any task.
+    fn is_current_init(&self, pid: u32) -> bool {
+        let Some(task) = self.task.as_ref() else {
+            return false;
+        };
+        match task.init.pid {
+            Some(known) if known != 0 && pid != 0 => known == pid,
+            _ => true,
+        }
+    }
+
+    /// Deletes what containerd keeps for a task it cannot report, when keel tracks no task.
+    ///
+    /// containerd 1.6.20 killed while it creates a task can come back with the task's shim in
+    /// its task list but no process in the shim: a status request returns not found, a create
+    /// with the same id returns already exists, and the shim keeps running. A task delete
+    /// removes that entry, the shim and its bundle folder; for a container without a task it
+    /// returns not found, which counts as success.
+    ///
+    /// # Errors
+    ///
+    /// Returns containerd's error other than not found.
+    pub(crate) async fn delete_leftover_task(&mut self) -> Result<(), Error> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        let request = DeleteTaskRequest {
+            container_id: self.container_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        match self
+            .call(Operation::DeleteTask, tasks.delete(request))
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(container_id = %self.container_id, "deleted a task entry that containerd could not report");
+                Ok(())
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Starts tracking the task containerd has for this container when keel tracks none. Such
+    /// a task comes from a create or start whose reply was lost because containerd died, or
+    /// whose clean-up after a failed start could not reach containerd. Its creation and start
+    /// are reported as news, and so is its exit when it already stopped.
+    ///
+    /// # Errors
+    ///
+    /// Returns containerd's error other than not found.
+    pub(crate) async fn adopt_untracked_task(&mut self) -> Result<(), Error> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        let request = GetRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: String::new(),
+        };
+        let mut tasks = self.services.tasks();
+        let process = match self.call(Operation::Status, tasks.get(request)).await {
+            Ok(response) => response.process,
+            Err(error) if error.kind() == ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
+        let Some(process) = process else {
+            return Ok(());
+        };
+        let pid = process.pid;
+        tracing::warn!(container_id = %self.container_id, pid, "adopting a task that keel did not track");
+        let now = SystemTime::now();
+        let task = self.task.insert(TaskState::new(FifoSet::default()));
+        task.paused = process.status == TaskStatus::Paused as i32;
+        task.init.mark_created(pid);
+        self.deliver(Event::Created { pid }, now).await;
+        if process.status == TaskStatus::Created as i32 {
+            return Ok(());
+        }
+        if let Some(task) = self.task.as_mut() {
+            task.init.mark_started(pid);
+        }
+        self.deliver(Event::Started { pid }, now).await;
+        if process.status == TaskStatus::Stopped as i32 {
+            let status = ExitStatus {
+                code: process.exit_status,
+                exited_at: system_time(process.exited_at),
+            };
+            self.record_exit(ProcessId::Init, pid, status, None, now)
+                .await;
+            self.release_init_exit(true).await;
+        }
+        Ok(())
     }
 }

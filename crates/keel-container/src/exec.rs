@@ -32,6 +32,18 @@ impl ContainerState {
                 "an exec with this id exists; wait for it to exit or pick another id",
             ));
         }
+        let live_execs = task.execs.values().filter(|exec| !exec.deleted).count();
+        if live_execs >= self.options.max_execs {
+            if !std::mem::replace(&mut self.exec_limit_logged, true) {
+                tracing::warn!(container_id = %self.container_id, max_execs = self.options.max_execs, "exec limit reached");
+            }
+            return Err(self.rejected_for(
+                Operation::Exec,
+                &process,
+                ErrorKind::FailedPrecondition,
+                "the task has the maximum number of exec processes; wait for one to exit or raise ContainerOptions::max_execs",
+            ));
+        }
         let mut spec = request.process;
         spec.set_terminal(Some(request.stdio.terminal));
         let spec = serde_json::to_vec(&spec).map_err(|error| Error::InvalidArgument {

@@ -14,6 +14,7 @@ mod backend;
 mod delivery;
 mod events;
 mod exec;
+mod folders;
 mod inspect;
 mod metrics;
 mod process;

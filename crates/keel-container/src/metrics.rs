@@ -487,3 +487,26 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_metrics_never_panic(
+            v2 in any::<bool>(),
+            value in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let type_url = if v2 {
+                "io.containerd.cgroups.v2.Metrics"
+            } else {
+                "io.containerd.cgroups.v1.Metrics"
+            };
+            let any = prost_types::Any { type_url: type_url.to_owned(), value };
+            let _ = decode_metrics(&any, SystemTime::UNIX_EPOCH);
+        }
+    }
+}

@@ -261,3 +261,55 @@ impl AsyncWrite for StdinStream {
         Pin::new(&mut self.sender).poll_shutdown(context)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keel-stdio-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        dir
+    }
+
+    #[test]
+    fn adopt_rejects_path_outside_bundle() {
+        let dir = scratch("outside");
+        let error = FifoSet::adopt(&dir, ["", "/tmp/elsewhere-stdout", ""]).expect_err("outside");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let nested = dir.join("sub").join("init-stdout");
+        let error =
+            FifoSet::adopt(&dir, ["", nested.to_str().expect("utf-8"), ""]).expect_err("nested");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn adopt_rejects_non_fifo() {
+        let dir = scratch("regular");
+        let file = dir.join("init-stdout");
+        std::fs::write(&file, b"").expect("file");
+        let error = FifoSet::adopt(&dir, ["", file.to_str().expect("utf-8"), ""])
+            .expect_err("regular file");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn create_refuses_to_replace_a_regular_file() {
+        let dir = scratch("planted");
+        std::fs::write(dir.join("init-stdout"), b"keep").expect("file");
+        let request = StdioRequest {
+            output: true,
+            ..StdioRequest::default()
+        };
+        let error = FifoSet::create(&dir, "init", request).expect_err("planted file");
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read(dir.join("init-stdout")).expect("still there"),
+            b"keep"
+        );
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+}

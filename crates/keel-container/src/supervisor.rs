@@ -52,6 +52,8 @@ pub struct SupervisorArgs {
     pub tracker: TaskTracker,
     /// The registry the event actor routes through.
     pub registry: Arc<Registry>,
+    /// How many containers the client may track at once; more are rejected.
+    pub max_containers: usize,
 }
 
 /// The containers supervisor.
@@ -62,6 +64,8 @@ pub struct ContainersSupervisor;
 pub struct Supervisor {
     args: SupervisorArgs,
     children: HashMap<ActorId, ContainerId>,
+    /// Set once the container limit was hit and logged, so the log shows it once.
+    limit_logged: bool,
 }
 
 impl Actor for ContainersSupervisor {
@@ -77,6 +81,7 @@ impl Actor for ContainersSupervisor {
         Ok(Supervisor {
             args,
             children: HashMap::new(),
+            limit_logged: false,
         })
     }
 
@@ -153,6 +158,20 @@ impl Supervisor {
         myself: &ActorRef<SupervisorMsg>,
         container_id: ContainerId,
     ) -> Result<ActorRef<ContainerMsg>, Error> {
+        let max_containers = self.args.max_containers;
+        if self.args.registry.len() >= max_containers {
+            if !std::mem::replace(&mut self.limit_logged, true) {
+                tracing::warn!(max_containers, "container limit reached");
+            }
+            return Err(Error::Rejected {
+                operation: Operation::CreateContainer,
+                target: Target::Container(container_id),
+                kind: ErrorKind::FailedPrecondition,
+                reason: format!(
+                    "keel already tracks {max_containers} containers; delete some or raise the limit"
+                ),
+            });
+        }
         let args = ContainerArgs {
             container_id: container_id.clone(),
             services: self.args.services.clone(),

@@ -21,6 +21,7 @@ use crate::actor::{
     Attached, ContainerMsg, ContainerState, CreateContainer, CreateTask, Reply, exec_id_text,
     system_time,
 };
+use crate::folders::{ensure_private_dir, ensure_state_dir};
 use crate::process::ProcessState;
 use crate::runtime::CheckpointOptions;
 use crate::stdio::{FifoSet, ProcessIo};
@@ -642,6 +643,10 @@ impl ContainerState {
     }
 
     pub(crate) async fn delete(&mut self) -> Result<(), Error> {
+        // containerd deletes a container record even while its task runs, which would leave
+        // the task and its shim behind; so containerd's view counts, not only keel's.
+        self.adopt_untracked_task().await?;
+        self.delete_leftover_task().await?;
         if self.task.is_some() {
             return Err(self.rejected(
                 Operation::DeleteContainer,
@@ -660,39 +665,36 @@ impl ContainerState {
     }
 
     /// Makes the bundle folder with owner-only permissions; returns true when it was new.
+    /// A symlink or a file planted at the namespace or bundle path is rejected.
     fn make_bundle_dir(&self, operation: Operation) -> Result<bool, Error> {
-        use std::os::unix::fs::DirBuilderExt;
-
-        if let Some(parent) = self.bundle_dir.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|source| self.io_error(operation, source))?;
+        let folder_error = |path: &Path, source| Error::Io {
+            operation,
+            target: self.target.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let Some(namespace_dir) = self.bundle_dir.parent() else {
+            return Err(self.io_error(
+                operation,
+                std::io::Error::other("bundle folder has no parent"),
+            ));
+        };
+        if let Some(state_dir) = namespace_dir.parent() {
+            ensure_state_dir(state_dir).map_err(|source| folder_error(state_dir, source))?;
         }
-        match std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&self.bundle_dir)
-        {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(source) => Err(self.io_error(operation, source)),
-        }
+        ensure_private_dir(namespace_dir).map_err(|source| folder_error(namespace_dir, source))?;
+        ensure_private_dir(&self.bundle_dir)
+            .map_err(|source| folder_error(&self.bundle_dir, source))
     }
 
     /// Makes a fresh folder for criu's logs inside the bundle folder, so concurrent restores
     /// from one image never share one.
     fn make_criu_work_dir(&mut self, operation: Operation) -> Result<std::path::PathBuf, Error> {
-        use std::os::unix::fs::DirBuilderExt;
-
         self.criu_runs += 1;
         let dir = self
             .bundle_dir
             .join(format!("criu-work-{}", self.criu_runs));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| self.io_error(operation, source))?;
+        ensure_private_dir(&dir).map_err(|source| self.io_error(operation, source))?;
         Ok(dir)
     }
 

@@ -290,3 +290,61 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use prost_types::Any;
+
+    use super::*;
+
+    const TYPE_URLS: [&str; 12] = [
+        "containerd.events.TaskCreate",
+        "containerd.events.TaskStart",
+        "containerd.events.TaskExit",
+        "containerd.events.TaskDelete",
+        "containerd.events.TaskOOM",
+        "containerd.events.TaskExecAdded",
+        "containerd.events.TaskExecStarted",
+        "containerd.events.TaskPaused",
+        "containerd.events.TaskResumed",
+        "containerd.events.TaskCheckpointed",
+        "containerd.events.TaskIO",
+        "other.Type",
+    ];
+
+    proptest! {
+        #[test]
+        fn arbitrary_payload_never_panics(
+            type_index in 0..TYPE_URLS.len(),
+            value in proptest::collection::vec(any::<u8>(), 0..256),
+            seconds in any::<i64>(),
+            nanos in any::<i32>(),
+        ) {
+            let envelope = Envelope {
+                timestamp: Some(prost_types::Timestamp { seconds, nanos }),
+                namespace: "default".to_owned(),
+                topic: "/tasks/exit".to_owned(),
+                event: Some(Any { type_url: TYPE_URLS[type_index].to_owned(), value }),
+            };
+            let _ = decode_envelope(&envelope);
+        }
+
+        #[test]
+        fn decoded_ids_are_valid(container_id in "\\PC{0,90}", exec_id in "\\PC{0,90}") {
+            let exit = TaskExit { container_id, id: exec_id, ..TaskExit::default() };
+            let envelope = Envelope {
+                timestamp: None,
+                namespace: "default".to_owned(),
+                topic: "/tasks/exit".to_owned(),
+                event: Some(Any {
+                    type_url: "containerd.events.TaskExit".to_owned(),
+                    value: exit.encode_to_vec(),
+                }),
+            };
+            if let Ok(Some(event)) = decode_envelope(&envelope) {
+                prop_assert!(ContainerId::new(event.container_id.as_str()).is_ok());
+            }
+        }
+    }
+}

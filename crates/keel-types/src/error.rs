@@ -249,10 +249,15 @@ impl Error {
 /// The gRPC code decides, except for replies where containerd 1.6 and 1.7 send `Unknown` and
 /// only the message tells the case apart: pausing or resuming a task that is not running, exec
 /// into a stopped task, and a plain delete of a running task become failed precondition; a
-/// missing executable becomes executable not found.
+/// missing executable becomes executable not found. A status that tonic made from a failed
+/// connection (containerd died or reset it under the request) is unavailable whatever its
+/// code, because containerd never answered.
 pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
     use tonic::Code;
 
+    if is_transport_failure(status) {
+        return ErrorKind::Unavailable;
+    }
     match status.code() {
         Code::NotFound => ErrorKind::NotFound,
         Code::AlreadyExists => ErrorKind::AlreadyExists,
@@ -264,6 +269,12 @@ pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
         Code::Unknown => kind_of_unknown_status(status.message()),
         _ => ErrorKind::Internal,
     }
+}
+
+/// Returns true when tonic built `status` from a transport error instead of a reply. tonic
+/// 0.14 reports a connection reset under an in-flight request as `Unknown` "transport error".
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 /// Classifies the `Unknown` replies that containerd sends for wrong-state requests.

@@ -179,3 +179,32 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// containerd's rule, written a second way: runs of letters and digits joined by single
+    /// separators.
+    fn follows_rule(value: &str) -> bool {
+        let runs: Vec<&str> = value.split(['.', '_', '-']).collect();
+        value.len() <= MAX_IDENTIFIER_LEN
+            && runs
+                .iter()
+                .all(|run| !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()))
+    }
+
+    proptest! {
+        #[test]
+        fn identifier_check_matches_rule(value in "\\PC{0,90}") {
+            prop_assert_eq!(ContainerId::new(value.as_str()).is_ok(), follows_rule(&value));
+        }
+
+        #[test]
+        fn near_identifiers_match_rule(value in "[a-zA-Z0-9._/ -]{0,80}") {
+            prop_assert_eq!(ExecId::new(value.as_str()).is_ok(), follows_rule(&value));
+        }
+    }
+}

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::container::Container;
 use crate::request::{request, stopped};
 use crate::tree::{Children, Tree, TreeArgs};
-use crate::validate::check_spec;
+use crate::validate::{check_labels, check_spec, check_spec_size};
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -45,6 +45,32 @@ pub struct ClientOptions {
     pub backoff: Backoff,
     /// Tunables of each container actor.
     pub container: ContainerOptions,
+    /// Bounds on caller input and on what the client tracks.
+    pub limits: Limits,
+}
+
+/// Bounds on caller input and on what a client tracks. Input over a bound is rejected with
+/// invalid argument before anything is created; a full table rejects new entries with failed
+/// precondition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest spec keel sends, in bytes of JSON. containerd's own gRPC message limit is
+    /// 16 MiB; a spec near it would break the request rather than fail cleanly.
+    pub max_spec_bytes: usize,
+    /// The most labels one container may carry.
+    pub max_labels: usize,
+    /// The most containers one client tracks at once.
+    pub max_containers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_spec_bytes: 1 << 20,
+            max_labels: 256,
+            max_containers: 100_000,
+        }
+    }
 }
 
 impl ClientOptions {
@@ -61,6 +87,7 @@ impl ClientOptions {
             health_timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
             container: ContainerOptions::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -98,6 +125,7 @@ struct ClientInner {
     registry: Arc<Registry>,
     event_stats: Arc<EventStats>,
     call_timeout: Duration,
+    limits: Limits,
 }
 
 impl Client {
@@ -151,6 +179,7 @@ impl Client {
             registry: Arc::clone(&registry),
             event_stats: Arc::clone(&event_stats),
             children: Arc::clone(&children),
+            max_containers: options.limits.max_containers,
         };
         let (tree, _) = Actor::spawn(None, Tree, args)
             .await
@@ -190,6 +219,7 @@ impl Client {
                 registry,
                 event_stats,
                 call_timeout: options.call_timeout,
+                limits: options.limits,
             }),
         })
     }
@@ -239,7 +269,9 @@ impl Client {
     ) -> Result<Container, Error> {
         let container_id = ContainerId::new(id)?;
         check_spec(&spec)?;
+        check_labels(&labels, &self.inner.limits)?;
         self.set_default_cgroups_path(&mut spec, &container_id);
+        check_spec_size(&spec, &self.inner.limits)?;
 
         let containers = self.children()?.containers;
         let target = Target::Container(container_id.clone());

@@ -44,7 +44,7 @@ mod tree;
 mod validate;
 
 pub use async_trait::async_trait;
-pub use client::{Client, ClientOptions, Version};
+pub use client::{Client, ClientOptions, Limits, Version};
 pub use container::Container;
 pub use keel_connection::{Backoff, ConnectionState};
 pub use keel_container::{

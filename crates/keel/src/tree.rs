@@ -40,6 +40,7 @@ pub(crate) struct TreeArgs {
     pub(crate) registry: Arc<Registry>,
     pub(crate) event_stats: Arc<EventStats>,
     pub(crate) children: Arc<RwLock<Option<Children>>>,
+    pub(crate) max_containers: usize,
 }
 
 /// The root actor; it handles no messages of its own.
@@ -156,6 +157,7 @@ impl TreeArgs {
             options: self.container_options.clone(),
             tracker: self.tracker.clone(),
             registry: Arc::clone(&self.registry),
+            max_containers: self.max_containers,
         };
         let (actor, _) =
             Actor::spawn_linked(None, ContainersSupervisor, args, cell.clone()).await?;

@@ -1,9 +1,12 @@
 //! Checks of caller input, run before anything is created.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use keel_types::Error;
 use oci_spec::runtime::{Process, Spec};
+
+use crate::client::Limits;
 
 fn invalid(field: &'static str, value: impl Into<String>, reason: &str) -> Error {
     Error::InvalidArgument {
@@ -30,10 +33,68 @@ pub(crate) fn check_spec(spec: &Spec) -> Result<(), Error> {
             "must name the command to run",
         ));
     }
+    check_process_fields(process, "spec.process")?;
     let Some(root) = spec.root() else {
         return Err(invalid("spec.root", "", "is missing; set the root folder"));
     };
     check_root_path(root.path())
+}
+
+/// containerd's bound on one label: key and value together, in bytes.
+const MAX_LABEL_BYTES: usize = 4096;
+
+/// Checks labels against containerd's rule and the client's count limit.
+pub(crate) fn check_labels(labels: &HashMap<String, String>, limits: &Limits) -> Result<(), Error> {
+    if labels.len() > limits.max_labels {
+        return Err(invalid(
+            "labels",
+            format!("{} labels", labels.len()),
+            &format!(
+                "at most {} labels are allowed; see Limits::max_labels",
+                limits.max_labels
+            ),
+        ));
+    }
+    for (key, value) in labels {
+        if key.is_empty() {
+            return Err(invalid("label key", key.as_str(), "must not be empty"));
+        }
+        if key.len() + value.len() > MAX_LABEL_BYTES {
+            return Err(invalid(
+                "label",
+                truncated(key),
+                &format!("key and value must be at most {MAX_LABEL_BYTES} bytes together"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the spec's encoded size against the client's limit.
+pub(crate) fn check_spec_size(spec: &Spec, limits: &Limits) -> Result<(), Error> {
+    let size = serde_json::to_vec(spec)
+        .map(|json| json.len())
+        .map_err(|error| invalid("spec", "", &format!("cannot be encoded as JSON: {error}")))?;
+    if size > limits.max_spec_bytes {
+        return Err(invalid(
+            "spec",
+            format!("{size} bytes"),
+            &format!(
+                "must be at most {} bytes of JSON; shrink the environment or raise Limits::max_spec_bytes",
+                limits.max_spec_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Shortens a value for an error message.
+fn truncated(value: &str) -> String {
+    const SHOWN: usize = 64;
+    match value.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_owned(),
+    }
 }
 
 /// Checks an exec process: it needs arguments and an absolute working folder.
@@ -121,5 +182,39 @@ mod tests {
         spec.set_process(None);
         let error = check_spec(&spec).expect_err("no process");
         assert!(error.to_string().contains("spec.process"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::spec::SpecBuilder;
+
+    proptest! {
+        #[test]
+        fn relative_roots_always_rejected(root in "[^/\\x00][\\PC]{0,40}") {
+            let spec = SpecBuilder::new(root.as_str()).args(["true"]).build();
+            prop_assert!(check_spec(&spec).is_err());
+        }
+
+        #[test]
+        fn arbitrary_specs_never_panic(
+            root in "\\PC{0,40}",
+            args in proptest::collection::vec("\\PC{0,10}", 0..4),
+            cwd in "\\PC{0,20}",
+        ) {
+            let spec = SpecBuilder::new(root.as_str()).args(args).cwd(cwd.as_str()).build();
+            let _ = check_spec(&spec);
+            let _ = check_spec_size(&spec, &Limits::default());
+        }
+
+        #[test]
+        fn oversized_labels_rejected(key in "[a-z]{1,10}", extra in 0_usize..100) {
+            let value = "v".repeat(MAX_LABEL_BYTES - key.len() + 1 + extra);
+            let labels = HashMap::from([(key, value)]);
+            prop_assert!(check_labels(&labels, &Limits::default()).is_err());
+        }
     }
 }

@@ -1,0 +1,339 @@
+//! Hostile input on a real containerd: every case returns invalid argument (or the error its
+//! row names) and leaves the file system and containerd as they were.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel::spec::{SpecBuilder, exec_process};
+use keel::{ClientOptions, ErrorKind, Runtime, StdioRequest};
+use keel_tests::{Harness, Recorder};
+
+/// Lists every path under `folder`, so a test can assert nothing was added or removed.
+fn tree(folder: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return paths;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        paths.push(path.clone());
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            paths.extend(tree(&path));
+        }
+    }
+    paths.sort();
+    paths
+}
+
+fn hostile_ids() -> Vec<(&'static str, String)> {
+    vec![
+        ("empty", String::new()),
+        ("dot", ".".to_owned()),
+        ("traversal", "..".to_owned()),
+        ("nested traversal", "../../etc".to_owned()),
+        ("slash", "a/b".to_owned()),
+        ("absolute", "/etc/passwd".to_owned()),
+        ("nul", "a\0b".to_owned()),
+        ("newline", "a\nb".to_owned()),
+        ("space", "a b".to_owned()),
+        ("cyrillic look-alike", "аpp".to_owned()),
+        ("fullwidth look-alike", "ａpp".to_owned()),
+        ("leading separator", "-app".to_owned()),
+        ("trailing separator", "app.".to_owned()),
+        ("double separator", "a..b".to_owned()),
+        ("too long", "a".repeat(77)),
+        ("very long", "a".repeat(100_000)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_container_ids_rejected() {
+    let harness = Harness::start().await;
+    let before = tree(&harness.state_dir);
+    for (case, id) in hostile_ids() {
+        let error = harness
+            .client
+            .create_container(&id, harness.spec(&["true"]))
+            .await
+            .expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(
+            error.to_string().contains("container id"),
+            "{case}: {error}"
+        );
+        let error = harness.client.load_container(&id).await.expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+    }
+    assert_eq!(tree(&harness.state_dir), before);
+    assert!(harness.containerd_containers().is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_exec_ids_rejected() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("host", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let bundle = harness.bundle_dir("host");
+    let before = tree(&bundle);
+    for (case, id) in hostile_ids() {
+        let stdio = StdioRequest {
+            stdin: true,
+            output: true,
+            terminal: false,
+        };
+        let error = task
+            .exec(&id, exec_process(["true"]), stdio)
+            .await
+            .expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(error.to_string().contains("exec id"), "{case}: {error}");
+    }
+    assert_eq!(tree(&bundle), before, "no FIFO made");
+    assert_eq!(task.processes().await.expect("processes").len(), 1);
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_namespaces_rejected() {
+    let harness = Harness::start().await;
+    let state_dir = harness.containerd.dir().join("hostile-namespace-state");
+    for (case, namespace) in hostile_ids() {
+        let options = ClientOptions::new(harness.containerd.socket(), namespace.as_str())
+            .state_dir(&state_dir);
+        let error = keel::Client::connect_with(options, Recorder::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{case}: connected"));
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(error.to_string().contains("namespace"), "{case}: {error}");
+    }
+    assert!(!state_dir.exists(), "no state folder made");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_specs_rejected() {
+    let harness = Harness::start().await;
+    let file_root = harness.containerd.dir().join("not-a-folder");
+    std::fs::write(&file_root, b"").expect("file");
+    let mut no_process = harness.spec(&["true"]);
+    no_process.set_process(None);
+    let mut no_root = harness.spec(&["true"]);
+    no_root.set_root(None);
+    let mut huge_env = harness.spec(&["true"]);
+    if let Some(process) = huge_env.process_mut() {
+        let env = (0..40_000).map(|index| format!("VARIABLE_{index}=a value that takes some room"));
+        process.set_env(Some(env.collect()));
+    }
+    let cases = vec![
+        ("no process", no_process, "spec.process"),
+        (
+            "no args",
+            SpecBuilder::new(&harness.rootfs).build(),
+            "spec.process.args",
+        ),
+        ("no root", no_root, "spec.root"),
+        (
+            "relative root",
+            SpecBuilder::new("rootfs").args(["true"]).build(),
+            "spec.root.path",
+        ),
+        (
+            "traversal root",
+            SpecBuilder::new("../../rootfs").args(["true"]).build(),
+            "spec.root.path",
+        ),
+        (
+            "missing root",
+            SpecBuilder::new("/nonexistent/keel/rootfs")
+                .args(["true"])
+                .build(),
+            "spec.root.path",
+        ),
+        (
+            "file root",
+            SpecBuilder::new(&file_root).args(["true"]).build(),
+            "spec.root.path",
+        ),
+        (
+            "relative cwd",
+            SpecBuilder::new(&harness.rootfs)
+                .args(["true"])
+                .cwd("tmp")
+                .build(),
+            "spec.process.cwd",
+        ),
+        ("oversized env", huge_env, "spec"),
+    ];
+    let before = tree(&harness.state_dir);
+    for (case, spec, field) in cases {
+        let error = harness
+            .client
+            .create_container("victim", spec)
+            .await
+            .expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(error.to_string().contains(field), "{case}: {error}");
+    }
+    assert_eq!(tree(&harness.state_dir), before);
+    assert!(harness.containerd_containers().is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_labels_rejected() {
+    let harness = Harness::start().await;
+    let too_many: HashMap<String, String> = (0..300)
+        .map(|index| (format!("k{index}"), "v".to_owned()))
+        .collect();
+    let cases = vec![
+        (
+            "empty key",
+            HashMap::from([(String::new(), "v".to_owned())]),
+        ),
+        (
+            "oversized",
+            HashMap::from([("k".to_owned(), "v".repeat(5000))]),
+        ),
+        ("too many", too_many),
+    ];
+    let before = tree(&harness.state_dir);
+    for (case, labels) in cases {
+        let error = harness
+            .client
+            .create_container_with(
+                "labelled",
+                harness.spec(&["true"]),
+                Runtime::default(),
+                labels,
+            )
+            .await
+            .expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(error.to_string().contains("label"), "{case}: {error}");
+    }
+    assert_eq!(tree(&harness.state_dir), before);
+    assert!(harness.containerd_containers().is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlink_and_file_rejected() {
+    let harness = Harness::start().await;
+    let namespace_dir = harness.state_dir.join(&harness.namespace);
+    let decoy = harness.containerd.dir().join("decoy");
+    std::fs::create_dir_all(&decoy).expect("decoy");
+    std::fs::create_dir_all(&harness.state_dir).expect("state folder");
+
+    std::os::unix::fs::symlink(&decoy, &namespace_dir).expect("plant symlink");
+    let error = harness
+        .client
+        .create_container("victim", harness.spec(&["true"]))
+        .await
+        .expect_err("symlinked namespace folder");
+    assert!(error.to_string().contains("create container"), "{error}");
+    assert!(
+        tree(&decoy).is_empty(),
+        "nothing written through the symlink"
+    );
+    std::fs::remove_file(&namespace_dir).expect("remove symlink");
+
+    std::fs::write(&namespace_dir, b"planted").expect("plant file");
+    let error = harness
+        .client
+        .create_container("victim", harness.spec(&["true"]))
+        .await
+        .expect_err("file where a folder should be");
+    assert!(error.to_string().contains("create container"), "{error}");
+    assert_eq!(
+        std::fs::read(&namespace_dir).expect("file kept"),
+        b"planted"
+    );
+    std::fs::remove_file(&namespace_dir).expect("remove file");
+
+    std::fs::create_dir(&namespace_dir).expect("namespace folder");
+    std::os::unix::fs::symlink(&decoy, harness.bundle_dir("victim")).expect("plant bundle symlink");
+    let error = harness
+        .client
+        .create_container("victim", harness.spec(&["true"]))
+        .await
+        .expect_err("symlinked bundle folder");
+    assert!(error.to_string().contains("create container"), "{error}");
+    assert!(
+        tree(&decoy).is_empty(),
+        "nothing written through the symlink"
+    );
+    assert!(harness.containerd_containers().is_empty());
+    assert!(decoy.is_dir(), "the decoy folder is never removed");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_checkpoint_folder_rejected() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("cp", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let error = task
+        .checkpoint(Path::new("relative/dir"), false)
+        .await
+        .expect_err("relative");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(!Path::new("relative").exists());
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_unknown_containers_counted_and_dropped() {
+    let harness = Harness::start().await;
+    // Another client of the same namespace runs a container keel does not track.
+    let status = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(harness.containerd.socket())
+        .args(["--namespace", &harness.namespace, "run", "--rm", "--rootfs"])
+        .arg(&harness.rootfs)
+        .args(["stranger", "/bin/true"])
+        .status()
+        .expect("run ctr");
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while harness
+        .client
+        .event_stats()
+        .unrouted
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no unrouted event counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(harness.recorder.events_of("stranger").is_empty());
+    assert_eq!(harness.client.tracked_containers(), 0);
+    harness.stop().await;
+}
