@@ -34,7 +34,7 @@ use crate::{Backend, Registry, RuncOptions, Runtime};
 /// The reply port of a request whose result is `T`.
 pub type Reply<T> = RpcReplyPort<Result<T, Error>>;
 
-/// What the facade passes to create a container.
+/// A request to create a container.
 #[derive(Clone, Debug)]
 pub struct CreateContainer {
     /// The OCI runtime spec, checked by the facade.
@@ -45,7 +45,7 @@ pub struct CreateContainer {
     pub labels: HashMap<String, String>,
 }
 
-/// What the facade passes to create a task.
+/// A request to create a task.
 #[derive(Clone, Debug, Default)]
 pub struct CreateTask {
     /// The stdio streams the init process gets.
@@ -54,7 +54,7 @@ pub struct CreateTask {
     pub restore_from: Option<PathBuf>,
 }
 
-/// What the facade passes to add an exec process.
+/// A request to add an exec process.
 #[derive(Clone, Debug)]
 pub struct CreateExec {
     /// The exec id, unique among the task's live processes.
@@ -107,7 +107,7 @@ pub enum ContainerMsg {
         signal: u32,
         /// Signals every process in the container.
         all: bool,
-        /// Where the result goes.
+        /// The reply port.
         reply: Reply<()>,
     },
     /// Closes a process's stdin, now or as soon as the process exists in the shim.
@@ -120,7 +120,7 @@ pub enum ContainerMsg {
         width: u32,
         /// Rows.
         height: u32,
-        /// Where the result goes.
+        /// The reply port.
         reply: Reply<()>,
     },
     /// Freezes every process of the task.
@@ -141,7 +141,7 @@ pub enum ContainerMsg {
         dir: PathBuf,
         /// Stops the task after the checkpoint.
         exit: bool,
-        /// Where the result goes.
+        /// The reply port.
         reply: Reply<()>,
     },
     /// Deletes the stopped task and its FIFOs; replies with the init process's exit status.
@@ -185,7 +185,7 @@ pub struct ContainerArgs {
     pub container_id: ContainerId,
     /// The service clients.
     pub services: Services,
-    /// Where events go.
+    /// The receiver of every event.
     pub backend: Arc<dyn Backend>,
     /// The client's state folder; the bundle folder is made inside it.
     pub state_dir: PathBuf,

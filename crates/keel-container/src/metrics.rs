@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use keel_types::{BlockIoStats, CgroupVersion, CpuStats, MemoryStats, PidsStats, Stats};
 use prost::Message;
 
-/// Why metrics could not be decoded.
+/// A failure to decode metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The payload's type is neither cgroup v1 nor v2 metrics.

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
-/// Which stdio streams a process gets.
+/// The stdio streams a process gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StdioRequest {
     /// Gives the process a stdin stream.

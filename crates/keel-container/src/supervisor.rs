@@ -42,7 +42,7 @@ pub enum SupervisorMsg {
 pub struct SupervisorArgs {
     /// The service clients.
     pub services: Services,
-    /// Where events go.
+    /// The receiver of every event.
     pub backend: Arc<dyn Backend>,
     /// The client's state folder.
     pub state_dir: PathBuf,

@@ -57,9 +57,9 @@ pub struct Limits {
     /// The largest spec keel sends, in bytes of JSON. containerd's own gRPC message limit is
     /// 16 MiB; a spec near it would break the request rather than fail cleanly.
     pub max_spec_bytes: usize,
-    /// The most labels one container may carry.
+    /// The maximum number of labels on one container.
     pub max_labels: usize,
-    /// The most containers one client tracks at once.
+    /// The maximum number of containers one client tracks at once.
     pub max_containers: usize,
 }
 
@@ -228,7 +228,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// Returns unavailable or timed out when containerd does not answer.
+    /// Returns unavailable or timed out when containerd does not reply.
     pub async fn version(&self) -> Result<Version, Error> {
         let mut client = self.inner.services.version();
         let response: VersionResponse = call_with_deadline(
