@@ -1,6 +1,11 @@
 //! The containerd supervisor against a real containerd: restarts after death, both hang
 //! policies, pidfile adoption, and containers that outlive a stopped containerd.
 
+#![allow(
+    clippy::expect_used,
+    reason = "the helpers of these tests fail the test on any error, as the tests do"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -1,0 +1,43 @@
+//! `keel checkpoint` and `keel restore`.
+
+use std::path::{Path, PathBuf};
+
+use keel::StdioRequest;
+
+use crate::cli::{CheckpointArgs, GlobalOptions, RestoreArgs};
+use crate::connect::{IgnoreEvents, connect};
+use crate::error::CliError;
+use crate::output::write_stdout;
+use crate::spinner::with_spinner;
+
+/// Checkpoints a running container's task into a folder.
+pub async fn checkpoint(global: &GlobalOptions, args: CheckpointArgs) -> Result<(), CliError> {
+    let dir = absolute(&args.dir)?;
+    let session = connect(global, IgnoreEvents).await?;
+    let work = async {
+        let container = session.client.load_container(&args.id).await?;
+        container.task().await?.checkpoint(&dir, args.exit).await
+    };
+    let result = with_spinner("checkpointing", work).await;
+    session.close().await;
+    result?;
+    write_stdout(&format!("{}\n", dir.display()))
+}
+
+/// Starts a container's task from a checkpoint folder, detached.
+pub async fn restore(global: &GlobalOptions, args: RestoreArgs) -> Result<(), CliError> {
+    let dir = absolute(&args.dir)?;
+    let session = connect(global, IgnoreEvents).await?;
+    let work = async {
+        let container = session.client.load_container(&args.id).await?;
+        container.restore_task(&dir, StdioRequest::default()).await
+    };
+    let result = with_spinner("restoring", work).await;
+    session.close().await;
+    let task = result?;
+    write_stdout(&format!("{}\n", task.pid()))
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(dir).map_err(|error| CliError::io("resolve", dir, error))
+}

@@ -1,0 +1,146 @@
+//! `keel ps`, `keel stats` and `keel top`: what containers and their tasks are doing.
+
+use keel::{Client, ErrorKind, ProcessStatus};
+use serde_json::json;
+
+use crate::cli::{Format, GlobalOptions};
+use crate::commands::known::known_container_ids;
+use crate::connect::{IgnoreEvents, connect};
+use crate::error::CliError;
+use crate::output::{Table, print_json};
+
+/// Prints each known container with its task's pid and status.
+pub async fn ps(global: &GlobalOptions) -> Result<(), CliError> {
+    let session = connect(global, IgnoreEvents).await?;
+    let ids = known_container_ids(&session.paths, &global.namespace);
+    let mut table = Table::new(&["CONTAINER", "PID", "STATUS"]);
+    for id in ids {
+        let row = task_row(&session.client, &id).await;
+        match row {
+            Ok((pid, status)) => {
+                let record = json!({ "id": id, "pid": pid, "status": status });
+                let pid_text = pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+                table.push(vec![id, pid_text, status], record);
+            }
+            // A container deleted since the listing is no longer there to show.
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => {
+                session.close().await;
+                return Err(error.into());
+            }
+        }
+    }
+    session.close().await;
+    table.print(global.format)
+}
+
+/// Returns the pid and status text of the container's task, or no pid and "created" when it
+/// has no task.
+async fn task_row(client: &Client, id: &str) -> Result<(Option<u32>, String), keel::Error> {
+    let container = client.load_container(id).await?;
+    let task = match container.task().await {
+        Ok(task) => task,
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            return Ok((None, "created".to_owned()));
+        }
+        Err(error) => return Err(error),
+    };
+    let status = task.status().await?;
+    Ok((Some(task.pid()), status_text(&status)))
+}
+
+/// Names a process status as ctr does, with the exit code of a stopped process.
+fn status_text(status: &ProcessStatus) -> String {
+    match status {
+        ProcessStatus::Created => "created".to_owned(),
+        ProcessStatus::Running => "running".to_owned(),
+        ProcessStatus::Paused => "paused".to_owned(),
+        ProcessStatus::Pausing => "pausing".to_owned(),
+        ProcessStatus::Stopped(exit) => format!("stopped (exit {})", exit.code),
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Prints the resource usage of a container's task.
+pub async fn stats(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
+    let session = connect(global, IgnoreEvents).await?;
+    let result = async {
+        let container = session.client.load_container(id).await?;
+        container.task().await?.stats().await
+    }
+    .await;
+    session.close().await;
+    let stats = result?;
+    if global.format == Format::Json {
+        return print_json(&stats);
+    }
+    let mut table = Table::new(&["CONTAINER", "CPU SECONDS", "MEMORY", "LIMIT", "PIDS"]);
+    let cpu_seconds = format!("{:.3}", stats.cpu.usage_ns as f64 / 1e9);
+    let limit = match stats.memory.limit_bytes {
+        0 | u64::MAX => "-".to_owned(),
+        // cgroup v1 reports "no limit" as the largest page-aligned i64.
+        bytes if bytes >= i64::MAX as u64 / 2 => "-".to_owned(),
+        bytes => human_bytes(bytes),
+    };
+    table.push(
+        vec![
+            id.to_owned(),
+            cpu_seconds,
+            human_bytes(stats.memory.usage_bytes),
+            limit,
+            stats.pids.current.to_string(),
+        ],
+        serde_json::Value::Null,
+    );
+    table.print(global.format)
+}
+
+/// Prints the processes of a container's task.
+pub async fn top(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
+    let session = connect(global, IgnoreEvents).await?;
+    let result = async {
+        let container = session.client.load_container(id).await?;
+        container.task().await?.processes().await
+    }
+    .await;
+    session.close().await;
+    let processes = result?;
+    let mut table = Table::new(&["PID", "EXEC ID"]);
+    for process in processes {
+        let exec_id = process
+            .exec_id
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string);
+        let record = json!({ "pid": process.pid, "exec_id": process.exec_id });
+        table.push(vec![process.pid.to_string(), exec_id], record);
+    }
+    table.print(global.format)
+}
+
+/// Formats a byte count with a binary unit, such as `1.5MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+        assert_eq!(human_bytes(64 << 20), "64.0MiB");
+    }
+}

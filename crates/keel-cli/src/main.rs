@@ -1,0 +1,66 @@
+//! `keel`: a command line for containers on containerd, in the manner of `ctr`, built on the
+//! keel library and its containerd supervisor.
+//!
+//! Every command connects a keel client, to `--address` or to keel's own containerd (started
+//! on first use and left running), does its work, and exits. Results print as aligned columns
+//! or, with `--format json`, as JSON; a failure prints one line and exits with a code that
+//! follows the error's kind.
+
+mod attach;
+mod cli;
+mod commands;
+mod connect;
+mod error;
+mod output;
+mod spinner;
+mod terminal;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keel: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli));
+    // A blocking read of stdin may still be waiting for input; it must not keep us alive.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("keel: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Logs to stderr: warnings by default, keel's steps with `--debug`, containerd's life for
+/// `keel containerd`; `RUST_LOG` overrides all of these.
+fn init_logging(cli: &Cli) {
+    let default = if cli.global.debug {
+        "debug"
+    } else if matches!(cli.command, Command::Containerd(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,470 @@
+//! The `keel` binary against a real containerd: output and exit codes, piped stdin, kill and
+//! rm, events, JSON output, a pseudo-terminal session, and keel's own supervised containerd.
+//!
+//! The binary is built once per test run with `cargo build -p keel-cli` into the target folder
+//! of this test binary, because cargo hands `CARGO_BIN_EXE_*` only to tests of the binary's
+//! own package.
+
+#![allow(
+    clippy::expect_used,
+    reason = "the helpers of these tests fail the test on any error, as the tests do"
+)]
+
+use std::io::Read as _;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use keel_supervisor::{Containers, Supervisor, SupervisorConfig};
+use keel_testkit::PrivateContainerd;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::Command;
+
+/// Generous bound for a command that should take a second or two.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the `keel` binary once and returns its path.
+fn keel_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let test_binary = std::env::current_exe().expect("test binary path");
+        // The test binary is <target>/<profile>/deps/cli-<hash>.
+        let profile_dir = test_binary
+            .parent()
+            .and_then(Path::parent)
+            .expect("profile folder");
+        let target_dir = profile_dir.parent().expect("target folder");
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .args(["build", "--quiet", "--package", "keel-cli", "--bin", "keel"])
+            .args(["--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of keel-cli failed");
+        profile_dir.join("keel")
+    })
+}
+
+/// A private containerd, a namespace, a busybox root folder and a state folder for the CLI.
+struct CliHarness {
+    containerd: PrivateContainerd,
+    namespace: String,
+    rootfs: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl CliHarness {
+    async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let binary = keel_binary().to_owned();
+        assert!(binary.is_file(), "{} missing", binary.display());
+        let containerd = PrivateContainerd::start()
+            .await
+            .expect("start private containerd");
+        let namespace = containerd.new_namespace();
+        let rootfs = containerd.busybox_rootfs().expect("busybox rootfs");
+        let state_dir = containerd.dir().join("cli");
+        Self {
+            containerd,
+            namespace,
+            rootfs,
+            state_dir,
+        }
+    }
+
+    /// Returns `keel --address <socket> --namespace <ns> --state-dir <dir> <args>`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(keel_binary());
+        command
+            .arg("--address")
+            .arg(self.containerd.socket())
+            .args(["--namespace", &self.namespace])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(args)
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `keel <args>` with `stdin` piped in (or none) and returns its output.
+    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut command = self.command(args);
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn keel");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin piped");
+            pipe.write_all(input).await.expect("write stdin");
+            drop(pipe);
+        }
+        tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+            .await
+            .expect("keel finished in time")
+            .expect("wait for keel")
+    }
+
+    /// Runs `keel run` with the busybox root folder.
+    async fn run_container(&self, flags: &[&str], id: &str, command: &[&str]) -> Output {
+        let rootfs = self.rootfs.to_string_lossy().into_owned();
+        let mut args = vec!["run", "--rootfs", rootfs.as_str()];
+        args.extend_from_slice(flags);
+        args.push(id);
+        args.push("--");
+        args.extend_from_slice(command);
+        self.run(&args, None).await
+    }
+
+    /// Returns the rows of `keel ps --format json`.
+    async fn ps(&self) -> Vec<serde_json::Value> {
+        let output = self.run(&["ps", "--format", "json"], None).await;
+        assert!(output.status.success(), "ps failed: {output:?}");
+        let rows: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("ps output is JSON");
+        rows.as_array().expect("ps output is an array").clone()
+    }
+
+    async fn stop(self) {
+        self.containerd.stop().await;
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_output_and_exit_code() {
+    let harness = CliHarness::start().await;
+
+    let output = harness
+        .run_container(
+            &["--rm"],
+            "echo",
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        )
+        .await;
+
+    assert_eq!(text(&output.stdout), "out\n");
+    assert_eq!(text(&output.stderr), "err\n");
+    assert_eq!(output.status.code(), Some(3));
+    assert!(harness.ps().await.is_empty(), "--rm removed the container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_interactive_reads_piped_stdin() {
+    let harness = CliHarness::start().await;
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+
+    let output = harness
+        .run(
+            &["run", "-i", "--rm", "--rootfs", &rootfs, "cat", "--", "cat"],
+            Some(b"line one\nline two\n"),
+        )
+        .await;
+
+    assert_eq!(text(&output.stdout), "line one\nline two\n");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_then_rm_detached_container() {
+    let harness = CliHarness::start().await;
+
+    let started = harness
+        .run_container(&["-d"], "sleeper", &["sleep", "1000"])
+        .await;
+    let running = harness.ps().await;
+    let killed = harness.run(&["kill", "-s", "KILL", "sleeper"], None).await;
+    let mut stopped = Vec::new();
+    for _ in 0..100 {
+        stopped = harness.ps().await;
+        if stopped[0]["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let removed = harness.run(&["rm", "sleeper"], None).await;
+    let after_rm = harness.ps().await;
+
+    assert!(started.status.success(), "run -d failed: {started:?}");
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0]["id"], "sleeper");
+    assert_eq!(running[0]["status"], "running");
+    assert!(running[0]["pid"].as_u64().is_some_and(|pid| pid > 0));
+    assert!(killed.status.success(), "kill failed: {killed:?}");
+    assert_eq!(stopped[0]["status"], "stopped (exit 137)");
+    assert!(removed.status.success(), "rm failed: {removed:?}");
+    assert_eq!(text(&removed.stdout), "sleeper\n");
+    assert!(after_rm.is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_of_running_container_needs_force() {
+    let harness = CliHarness::start().await;
+    harness
+        .run_container(&["-d"], "busy", &["sleep", "1000"])
+        .await;
+
+    let refused = harness.run(&["rm", "busy"], None).await;
+    let forced = harness.run(&["rm", "-f", "busy"], None).await;
+
+    assert_eq!(refused.status.code(), Some(5), "failed precondition");
+    let message = text(&refused.stderr);
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(message.contains("busy"), "names the id: {message}");
+    assert!(message.contains("keel rm -f"), "says what to do: {message}");
+    assert!(forced.status.success(), "rm -f failed: {forced:?}");
+    assert!(harness.ps().await.is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_exit_with_code_of_kind() {
+    let harness = CliHarness::start().await;
+    harness
+        .run_container(&["-d"], "taken", &["sleep", "1000"])
+        .await;
+
+    let missing = harness.run(&["kill", "missing"], None).await;
+    let duplicate = harness.run_container(&[], "taken", &["true"]).await;
+    let bad_id = harness.run_container(&[], "bad id", &["true"]).await;
+    let bad_path = harness
+        .run_container(&["--rm"], "nocmd", &["/no/such/program"])
+        .await;
+
+    assert_eq!(missing.status.code(), Some(3), "not found");
+    assert!(text(&missing.stderr).contains("missing"));
+    assert!(text(&missing.stderr).contains("keel ps"));
+    assert_eq!(duplicate.status.code(), Some(4), "already exists");
+    assert_eq!(bad_id.status.code(), Some(2), "invalid argument");
+    assert_eq!(bad_path.status.code(), Some(127), "executable not found");
+    harness.run(&["rm", "-f", "taken"], None).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_print_exit_as_json() {
+    let harness = CliHarness::start().await;
+    let started = harness
+        .run_container(&["-d"], "short", &["sh", "-c", "sleep 2; exit 7"])
+        .await;
+    assert!(started.status.success(), "run -d failed: {started:?}");
+
+    let mut events = harness.command(&["events", "--format", "json"]);
+    events.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = events.spawn().expect("spawn keel events");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let read_exit = async {
+        while let Some(line) = lines.next_line().await.expect("read events") {
+            let event: serde_json::Value = serde_json::from_str(&line).expect("event is JSON");
+            if event["event"].get("Exited").is_some() {
+                return event;
+            }
+        }
+        panic!("events ended without an exit");
+    };
+    let exit = tokio::time::timeout(COMMAND_TIMEOUT, read_exit)
+        .await
+        .expect("exit event in time");
+    let pid = child.id().expect("events pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("interrupt keel events");
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("events stopped in time")
+        .expect("wait for events");
+
+    assert_eq!(exit["container_id"], "short");
+    assert_eq!(exit["event"]["Exited"]["status"]["code"], 7);
+    assert_eq!(exit["event"]["Exited"]["process"], "Init");
+    assert_eq!(status.code(), Some(0));
+    harness.run(&["rm", "-f", "short"], None).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_session_follows_window_size() {
+    let harness = CliHarness::start().await;
+    let size = nix::pty::Winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("open pty");
+    let script = "for want in '30 100' '40 120'; do \
+                  i=0; \
+                  while [ \"$(stty size)\" != \"$want\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+                  echo \"size $(stty size)\"; \
+                  done; \
+                  [ -t 0 ] && echo on-a-tty";
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    let mut command = harness.command(&[
+        "run", "-i", "-t", "--rm", "--rootfs", &rootfs, "tty", "--", "sh", "-c", script,
+    ]);
+    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("clone pty slave"));
+    command
+        .stdin(slave(&pty.slave))
+        .stdout(slave(&pty.slave))
+        .stderr(slave(&pty.slave));
+    let mut child = command.spawn().expect("spawn keel run -t");
+    drop(pty.slave);
+    let screen = read_pty(pty.master.try_clone().expect("clone pty master"));
+
+    wait_for_text(&screen, "size 30 100").await;
+    let bigger = rustix::termios::Winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(&pty.master, bigger).expect("resize pty");
+    let pid = i32::try_from(child.id().expect("keel pid")).expect("pid fits");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGWINCH,
+    )
+    .expect("send SIGWINCH");
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("keel run -t finished in time")
+        .expect("wait for keel");
+    wait_for_text(&screen, "on-a-tty").await;
+    let shown = screen.lock().expect("screen lock").clone();
+
+    assert!(shown.contains("size 30 100"), "screen: {shown:?}");
+    assert!(shown.contains("size 40 120"), "screen: {shown:?}");
+    assert!(shown.contains("on-a-tty"), "screen: {shown:?}");
+    assert_eq!(status.code(), Some(0), "screen: {shown:?}");
+    harness.stop().await;
+}
+
+/// Collects everything written to the pseudo-terminal on a thread, until all slave ends close.
+fn read_pty(master: OwnedFd) -> Arc<Mutex<String>> {
+    let screen = Arc::new(Mutex::new(String::new()));
+    let collected = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut buffer = [0_u8; 4096];
+        // Reading fails with EIO once the last slave end is closed.
+        while let Ok(count @ 1..) = master.read(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..count]).into_owned();
+            collected.lock().expect("screen lock").push_str(&text);
+        }
+    });
+    screen
+}
+
+async fn wait_for_text(screen: &Mutex<String>, wanted: &str) {
+    let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+    while !screen.lock().expect("screen lock").contains(wanted) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{wanted:?} not shown: {:?}",
+            screen.lock().expect("screen lock")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+static STATE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_containerd_starts_once_and_is_reused() {
+    let _ = keel_binary();
+    // A private containerd only for its busybox root folder and namespace cleanup.
+    let harness = CliHarness::start().await;
+    let counter = STATE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let state_dir = PathBuf::from(format!("/tmp/kc-{}-{counter}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    let keel = |args: &[&str]| {
+        let mut command = Command::new(keel_binary());
+        command
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--namespace", &harness.namespace])
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let pidfile = state_dir.join("run/containerd.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pidfile)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+
+    let first = keel(&[
+        "run", "--rm", "--rootfs", &rootfs, "hello", "--", "echo", "hi",
+    ])
+    .output()
+    .await
+    .expect("run keel");
+    let first_pid = read_pid();
+    let second = keel(&["ps"]).output().await.expect("run keel ps");
+    let second_pid = read_pid();
+
+    // Stop the supervised containerd through a supervisor that adopts it.
+    let config = SupervisorConfig::new(state_dir.join("containerd"), state_dir.join("run"));
+    let supervisor = Supervisor::start(config)
+        .await
+        .expect("adopt keel's containerd");
+    let adopted_pid = supervisor.pid();
+    supervisor
+        .stop(Duration::from_secs(5), Containers::Stop)
+        .await
+        .expect("stop keel's containerd");
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    assert_eq!(
+        text(&first.stdout),
+        "hi\n",
+        "stderr: {}",
+        text(&first.stderr)
+    );
+    assert_eq!(first.status.code(), Some(0));
+    assert!(first_pid.is_some(), "a pidfile names keel's containerd");
+    assert!(second.status.success(), "ps failed: {second:?}");
+    assert_eq!(
+        second_pid, first_pid,
+        "the second command reused containerd"
+    );
+    assert_eq!(
+        adopted_pid, first_pid,
+        "containerd ran detached between commands"
+    );
+    harness.stop().await;
+}
