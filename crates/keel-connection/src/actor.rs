@@ -5,7 +5,9 @@
 //! [`Backoff::delay`]). Every change is published on the `watch` channel given in its
 //! arguments, which outlives the actor, so subscribers keep working when a supervisor restarts
 //! it. The health check runs in a task whose handle the state holds, so a frozen containerd
-//! never stalls the mailbox; the actor only ever has one check in flight.
+//! never stalls the mailbox; the actor only ever has one check in flight. The check, the timer
+//! and the socket watcher are aborted when their handles drop, so they end with the actor even
+//! when it fails and `post_stop` does not run.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use keel_types::{Error, Namespace};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -88,9 +90,10 @@ pub struct Connection {
     args: ConnectionArgs,
     services: Services,
     lifecycle: ConnectionState,
-    check: Option<JoinHandle<()>>,
-    timer: Option<JoinHandle<()>>,
-    socket_watch: Option<JoinHandle<()>>,
+    check: Option<AbortOnDropHandle<()>>,
+    timer: Option<AbortOnDropHandle<()>>,
+    /// The socket watcher; held only so that dropping the state aborts it.
+    _socket_watch: Option<AbortOnDropHandle<()>>,
 }
 
 impl Actor for ConnectionActor {
@@ -111,28 +114,10 @@ impl Actor for ConnectionActor {
             lifecycle: ConnectionState::Connecting { attempt: 1 },
             check: None,
             timer: None,
-            socket_watch,
+            _socket_watch: socket_watch,
         };
         connection.start_check(&myself);
         Ok(connection)
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<ConnectionMsg>,
-        connection: &mut Connection,
-    ) -> Result<(), ActorProcessingErr> {
-        for handle in [
-            connection.check.take(),
-            connection.timer.take(),
-            connection.socket_watch.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            handle.abort();
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -171,7 +156,7 @@ impl Connection {
         let mut health = self.services.health();
         let timeout = self.args.health_timeout;
         let myself = myself.clone();
-        self.check = Some(tokio::spawn(async move {
+        self.check = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let request = HealthCheckRequest {
                 service: String::new(),
             };
@@ -184,14 +169,12 @@ impl Connection {
                 Err(_elapsed) => Err(format!("no answer within {}ms", timeout.as_millis())),
             };
             let _ = myself.cast(ConnectionMsg::CheckFinished(result));
-        }));
+        })));
     }
 
     /// Checks at once, unless containerd is connected and a check is already scheduled.
     fn check_now(&mut self, myself: &ActorRef<ConnectionMsg>) {
-        if let Some(timer) = self.timer.take() {
-            timer.abort();
-        }
+        self.timer = None;
         self.start_check(myself);
     }
 
@@ -220,10 +203,10 @@ impl Connection {
                 retry_in
             }
         };
-        if let Some(timer) = self.timer.take() {
-            timer.abort();
-        }
-        self.timer = Some(tokio::spawn(schedule_tick(myself.clone(), next_check)));
+        self.timer = Some(AbortOnDropHandle::new(tokio::spawn(schedule_tick(
+            myself.clone(),
+            next_check,
+        ))));
     }
 
     fn publish(&mut self, lifecycle: ConnectionState) {
@@ -241,10 +224,10 @@ async fn schedule_tick(myself: ActorRef<ConnectionMsg>, delay: Duration) {
 fn spawn_socket_watch(
     args: &ConnectionArgs,
     myself: &ActorRef<ConnectionMsg>,
-) -> Option<JoinHandle<()>> {
+) -> Option<AbortOnDropHandle<()>> {
     let socket = args.socket.clone();
     let myself = myself.clone();
-    Some(tokio::spawn(async move {
+    Some(AbortOnDropHandle::new(tokio::spawn(async move {
         let result = socket_watch::watch_socket(&socket, || {
             let _ = myself.cast(ConnectionMsg::CheckNow);
         })
@@ -252,7 +235,7 @@ fn spawn_socket_watch(
         if let Err(error) = result {
             tracing::warn!(socket = %socket.display(), %error, "cannot watch containerd's socket; reconnects rely on backoff");
         }
-    }))
+    })))
 }
 
 /// Returns the services of a running connection actor.

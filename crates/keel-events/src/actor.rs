@@ -1,11 +1,13 @@
 //! The event-subscriber actor.
 //!
-//! Lifecycle: `pre_start` spawns the stream task, whose handle the state holds and `post_stop`
-//! aborts. The task waits until the connection is up, subscribes, publishes probe events until
-//! the first event arrives on the new stream, then forwards every envelope to the actor. When the
-//! stream breaks it tells the actor, asks the connection actor to check containerd at once,
-//! and starts over. The actor decodes, routes, and calls [`Router::reconcile`] each time a
-//! stream is proven live.
+//! Lifecycle: `pre_start` spawns the stream task, whose handle the state holds; dropping the
+//! state aborts it, so the task ends with the actor even when the actor fails. The task waits
+//! until the connection is up, subscribes, publishes probe events until the first event
+//! arrives on the new stream, then forwards every envelope to the actor. When the stream breaks
+//! it tells the actor, asks the connection actor to check containerd at once, and starts over.
+//! The actor decodes, routes, and calls [`Router::reconcile`] each time a stream is proven live,
+//! and also when the connection comes back while the stream stayed open (a frozen containerd
+//! keeps its streams but may have dropped events meanwhile).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use futures::StreamExt;
 use keel_connection::{Backoff, ConnectionMsg, ConnectionState, Services};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{Router, decode_envelope};
 
@@ -35,6 +37,8 @@ pub enum EventMsg {
     Envelope(Envelope),
     /// A new stream is live: its first event arrived.
     StreamLive,
+    /// The connection came back after failed health checks while the stream stayed open.
+    Reconnected,
     /// The stream ended or failed; the task is already subscribing again.
     StreamEnded(String),
 }
@@ -74,7 +78,8 @@ pub struct EventActor;
 pub struct EventSubscriber {
     router: Arc<dyn Router>,
     stats: Arc<EventStats>,
-    stream: JoinHandle<()>,
+    /// The stream task; dropping the handle aborts it.
+    _stream: AbortOnDropHandle<()>,
 }
 
 impl Actor for EventActor {
@@ -96,17 +101,8 @@ impl Actor for EventActor {
         Ok(EventSubscriber {
             router: args.router,
             stats: args.stats,
-            stream,
+            _stream: AbortOnDropHandle::new(stream),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<EventMsg>,
-        subscriber: &mut EventSubscriber,
-    ) -> Result<(), ActorProcessingErr> {
-        subscriber.stream.abort();
-        Ok(())
     }
 
     async fn handle(
@@ -118,6 +114,10 @@ impl Actor for EventActor {
         match message {
             EventMsg::Envelope(envelope) => subscriber.route(&envelope),
             EventMsg::StreamLive => subscriber.stream_live(),
+            EventMsg::Reconnected => {
+                tracing::info!("containerd serves again on the open event stream; reconciling");
+                subscriber.router.reconcile();
+            }
             EventMsg::StreamEnded(error) => {
                 tracing::warn!(%error, "event stream reset");
             }
@@ -162,7 +162,8 @@ impl EventSubscriber {
 ///
 /// A subscription that fails before its stream goes live is retried with capped backoff, so a
 /// containerd that answers health checks but rejects subscriptions costs few attempts and
-/// few log lines.
+/// few log lines. A change of the connection's state ends the wait early, so a restarted
+/// containerd is subscribed to as soon as the connection actor sees it serve.
 async fn run_stream(
     services: Services,
     connection: ActorRef<ConnectionMsg>,
@@ -179,37 +180,33 @@ async fn run_stream(
         {
             return;
         }
-        let (went_live, error) = match subscribe_once(&services, &myself).await {
-            (went_live, Ok(())) => (went_live, "stream closed by containerd".to_owned()),
-            (went_live, Err(status)) => (went_live, status.to_string()),
+        let mut went_live = false;
+        let result =
+            forward_stream(&services, &myself, &mut connection_state, &mut went_live).await;
+        let error = match result {
+            Ok(()) => "stream closed by containerd".to_owned(),
+            Err(status) => status.to_string(),
         };
         let _ = connection.cast(ConnectionMsg::CheckNow);
         failed_attempts = if went_live { 0 } else { failed_attempts + 1 };
         if failed_attempts <= 1 && myself.cast(EventMsg::StreamEnded(error)).is_err() {
             return;
         }
-        // Let the connection actor see the failure before waiting on its state again.
+        // Give the connection actor time to see the failure before waiting on its state again.
         let delay = match failed_attempts {
             0 => Duration::from_millis(5),
             attempt => backoff.delay(attempt),
         };
-        tokio::time::sleep(delay).await;
+        let _ = tokio::time::timeout(delay, connection_state.changed()).await;
     }
 }
 
-/// Runs one subscription until the stream ends; returns whether the stream went live.
-async fn subscribe_once(
-    services: &Services,
-    myself: &ActorRef<EventMsg>,
-) -> (bool, Result<(), tonic::Status>) {
-    let mut went_live = false;
-    let result = forward_stream(services, myself, &mut went_live).await;
-    (went_live, result)
-}
-
+/// Runs one subscription until the stream ends. Sets `went_live` once the stream delivered its
+/// first event.
 async fn forward_stream(
     services: &Services,
     myself: &ActorRef<EventMsg>,
+    connection_state: &mut watch::Receiver<ConnectionState>,
     went_live: &mut bool,
 ) -> Result<(), tonic::Status> {
     let namespace = services.namespace();
@@ -238,12 +235,32 @@ async fn forward_stream(
     if myself.cast(EventMsg::StreamLive).is_err() {
         return Ok(());
     }
-    while let Some(envelope) = stream.next().await {
-        if myself.cast(EventMsg::Envelope(envelope?)).is_err() {
-            return Ok(());
+    let mut health_checks_failed = false;
+    loop {
+        tokio::select! {
+            envelope = stream.next() => {
+                let Some(envelope) = envelope else {
+                    return Ok(());
+                };
+                if myself.cast(EventMsg::Envelope(envelope?)).is_err() {
+                    return Ok(());
+                }
+            }
+            changed = connection_state.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let connected = connection_state.borrow_and_update().is_connected();
+                if !connected {
+                    health_checks_failed = true;
+                } else if std::mem::take(&mut health_checks_failed)
+                    && myself.cast(EventMsg::Reconnected).is_err()
+                {
+                    return Ok(());
+                }
+            }
         }
     }
-    Ok(())
 }
 
 async fn publish_probe(services: &Services) -> Result<(), tonic::Status> {

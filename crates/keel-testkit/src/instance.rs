@@ -20,7 +20,9 @@ use crate::leftovers::{
     default_runc_root, delete_runc_container, is_shim_of, kill_shims, remove_empty_folders,
     remove_folder, remove_namespace_cgroups, remove_shim_socket, shim_pids, task_bundles,
 };
-use crate::process::{kill_child, parent_pid, send_signal, terminate, try_wait};
+use crate::process::{
+    kill_child, parent_pid, send_signal, terminate, try_wait, wait_until_stopped,
+};
 use crate::programs::{Programs, require_root};
 use crate::rootfs::build_busybox_rootfs;
 
@@ -30,6 +32,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The timeout of one readiness probe, and the pause between probes.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long [`PrivateContainerd::freeze`] waits for every thread of containerd to stop.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The timeout of [`PrivateContainerd::connect`].
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,13 +220,20 @@ impl PrivateContainerd {
     }
 
     /// Stops containerd with SIGSTOP, so the kernel still accepts connections on its socket but
-    /// containerd processes no request until [`thaw`](Self::thaw).
+    /// containerd processes no request until [`thaw`](Self::thaw). Returns once every thread of
+    /// containerd is stopped (at most one second), because a thread that was running when the
+    /// signal came could otherwise still answer a request.
     ///
     /// # Errors
     ///
     /// Returns [`TestkitError::NotRunning`] after [`kill`](Self::kill), or the signal error.
     pub fn freeze(&self) -> Result<(), TestkitError> {
-        send_signal(self.running_pid()?, Signal::SIGSTOP)
+        let pid = self.running_pid()?;
+        send_signal(pid, Signal::SIGSTOP)?;
+        if !wait_until_stopped(pid, FREEZE_TIMEOUT) {
+            tracing::warn!(pid, "containerd threads still running after SIGSTOP");
+        }
+        Ok(())
     }
 
     /// Resumes containerd after [`freeze`](Self::freeze) with SIGCONT.

@@ -87,6 +87,34 @@ pub(crate) fn wait_until_dead(pid: u32, timeout: Duration) -> bool {
     true
 }
 
+/// Waits until every thread of `pid` is stopped by a signal (state `T` in
+/// `/proc/<pid>/task/<tid>/stat`), for at most `timeout`. Returns whether they all are.
+pub(crate) fn wait_until_stopped(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if all_threads_stopped(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        let stat = fs::read_to_string(thread.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        state == Some('T')
+    })
+}
+
 /// Stops a child process: SIGCONT (in case it is frozen), SIGTERM, up to five seconds of grace,
 /// then SIGKILL. Reaps the child and returns its exit status.
 pub(crate) fn terminate(child: &mut Child) -> Result<ExitStatus, TestkitError> {

@@ -1,0 +1,654 @@
+//! keel against a containerd that dies, restarts, freezes or loses a shim while containers run.
+//!
+//! Each test starts its own private containerd and injects the fault through keel-testkit. The
+//! checks are the delivery guarantees in `docs/guarantees.md`: every exit reaches the backend
+//! exactly once with its real code, calls end within their deadline, and keel reconnects by
+//! itself. `KEEL_RESTART_LOOPS` sets the number of loops of the restart-around-an-exit test
+//! (10 by default; `cargo xtask chaos` runs 50).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use keel::spec::SpecBuilder;
+use keel::{
+    Backend, Client, ClientOptions, ConnectionState, Container, ContainerEvent, ErrorKind, Event,
+    ProcessId, StdioRequest, SyntheticReason, Task,
+};
+use keel_testkit::{PrivateContainerd, fifo_count};
+use keel_tests::Recorder;
+
+/// The bound on how long keel may take to report an exit once containerd serves again.
+const EXIT_AFTER_RECONNECT: Duration = Duration::from_secs(10);
+
+/// How long a test waits for late duplicates before it counts exits.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The environment variable that sets the loops of [`exits_around_restarts_reported_once`].
+const RESTART_LOOPS_ENV: &str = "KEEL_RESTART_LOOPS";
+
+/// A private containerd and a client connected to it with test-chosen options and backend.
+struct Fixture {
+    client: Client,
+    recorder: Recorder,
+    rootfs: PathBuf,
+    state_dir: PathBuf,
+    namespace: String,
+    containerd: PrivateContainerd,
+}
+
+impl Fixture {
+    /// Starts a private containerd and connects a client with default options that records
+    /// every event.
+    async fn start() -> Self {
+        Self::start_with(|_| {}, |recorder| recorder).await
+    }
+
+    /// Starts a private containerd and connects a client whose options `configure` adjusts and
+    /// whose backend `wrap` builds around the recorder.
+    async fn start_with<B: Backend>(
+        configure: impl FnOnce(&mut ClientOptions),
+        wrap: impl FnOnce(Recorder) -> B,
+    ) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let containerd = PrivateContainerd::start()
+            .await
+            .unwrap_or_else(|error| panic!("cannot start a private containerd: {error}"));
+        let namespace = containerd.new_namespace();
+        let state_dir = containerd.client_state_dir();
+        let rootfs = containerd
+            .busybox_rootfs()
+            .unwrap_or_else(|error| panic!("cannot build the busybox root folder: {error}"));
+        let recorder = Recorder::default();
+        let mut options =
+            ClientOptions::new(containerd.socket(), namespace.as_str()).state_dir(&state_dir);
+        configure(&mut options);
+        let client = Client::connect_with(options, wrap(recorder.clone()))
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to the private containerd: {error}"));
+        Self {
+            client,
+            recorder,
+            rootfs,
+            state_dir,
+            namespace,
+            containerd,
+        }
+    }
+
+    fn spec(&self, script: &str) -> oci_spec::runtime::Spec {
+        SpecBuilder::new(&self.rootfs)
+            .args(["sh", "-c", script])
+            .build()
+    }
+
+    /// Creates container `id` running `sh -c script` and starts its task.
+    async fn run(&self, id: &str, script: &str) -> (Container, Task) {
+        let container = self
+            .client
+            .create_container(id, self.spec(script))
+            .await
+            .unwrap_or_else(|error| panic!("{id}: create container: {error}"));
+        let task = container
+            .start_task(StdioRequest::default())
+            .await
+            .unwrap_or_else(|error| panic!("{id}: start task: {error}"));
+        (container, task)
+    }
+
+    /// Waits until the client's connection is up again, at most `timeout`; returns whether it
+    /// is.
+    async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut state = self.client.connection_state_changes();
+        tokio::time::timeout(timeout, state.wait_for(ConnectionState::is_connected))
+            .await
+            .is_ok_and(|result| result.is_ok())
+    }
+
+    /// Waits until container `id` reported an init exit, at most `timeout`; returns its init
+    /// exits.
+    async fn wait_for_exit(&self, id: &str, timeout: Duration) -> Vec<Exit> {
+        let events = self
+            .recorder
+            .wait_for(id, timeout, |events| !init_exits(events).is_empty())
+            .await;
+        init_exits(&events)
+    }
+
+    /// Waits for late duplicates, then returns the init exits of container `id`.
+    async fn settled_exits(&self, id: &str) -> Vec<Exit> {
+        tokio::time::sleep(SETTLE).await;
+        init_exits(&self.recorder.events_of(id))
+    }
+
+    /// Polls until the instance has `count` live shims, at most five seconds; returns the
+    /// last count.
+    async fn wait_for_shims(&self, count: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let shims = self.containerd.shim_pids().len();
+            if shims == count || Instant::now() >= deadline {
+                return shims;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deletes the task and the container, then shuts the client down and stops containerd.
+    async fn finish(self, runs: Vec<(Container, Task)>) {
+        for (container, task) in runs {
+            let _ = task.kill(9, true).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), task.wait()).await;
+            let _ = task.delete().await;
+            let _ = container.delete().await;
+        }
+        self.stop().await;
+    }
+
+    async fn stop(self) {
+        self.client.shutdown(Duration::from_secs(5)).await;
+        self.containerd.stop().await;
+    }
+}
+
+/// One init exit as the backend saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Exit {
+    pid: u32,
+    code: u32,
+    synthetic: Option<SyntheticReason>,
+    exited_at: SystemTime,
+}
+
+fn init_exits(events: &[Event]) -> Vec<Exit> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Exited {
+                process: ProcessId::Init,
+                pid,
+                status,
+                synthetic,
+            } => Some(Exit {
+                pid: *pid,
+                code: status.code,
+                synthetic: *synthetic,
+                exited_at: status.exited_at,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_during_outage_reported_once() {
+    let mut fixture = Fixture::start().await;
+    let (container, task) = fixture.run("seven", "sleep 3; exit 7").await;
+
+    fixture.containerd.kill().expect("kill containerd");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fixture.containerd.restart().await.expect("restart");
+
+    let exits = fixture.wait_for_exit("seven", EXIT_AFTER_RECONNECT).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].code, 7);
+    assert_eq!(exits[0].pid, task.pid());
+    assert_eq!(exits[0].synthetic, None);
+
+    let deleted = task.delete().await.expect("delete task");
+    assert_eq!(deleted.code, 7);
+    container.delete().await.expect("delete container");
+    let exits = fixture.settled_exits("seven").await;
+    assert_eq!(exits.len(), 1, "after delete: {exits:?}");
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_killed_while_down_reported_once() {
+    let mut fixture = Fixture::start().await;
+    let (victim, victim_task) = fixture.run("victim", "sleep 1000").await;
+    let (bystander, bystander_task) = fixture.run("bystander", "sleep 1000").await;
+
+    fixture.containerd.kill().expect("kill containerd");
+    fixture
+        .containerd
+        .kill_task_process(victim_task.pid())
+        .expect("kill the victim's init");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fixture.containerd.restart().await.expect("restart");
+    assert!(fixture.wait_connected(Duration::from_secs(10)).await);
+
+    let exits = fixture.wait_for_exit("victim", EXIT_AFTER_RECONNECT).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].code, 137);
+    assert_eq!(exits[0].synthetic, None);
+
+    let deleted = victim_task
+        .delete()
+        .await
+        .expect("delete the victim's task");
+    assert_eq!(deleted.code, 137);
+    victim.delete().await.expect("delete the victim");
+    assert_eq!(fixture.wait_for_shims(1).await, 1, "the victim's shim left");
+
+    assert!(
+        fixture
+            .recorder
+            .exits_of("bystander", &ProcessId::Init)
+            .is_empty(),
+        "the bystander still runs"
+    );
+    bystander_task.kill(9, false).await.expect("kill bystander");
+    let status = bystander_task.wait().await.expect("wait bystander");
+    assert_eq!(status.code, 137);
+    let exits = fixture.settled_exits("bystander").await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(fixture.settled_exits("victim").await.len(), 1);
+    fixture.finish(vec![(bystander, bystander_task)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_around_restarts_reported_once() {
+    let loops = env_count(RESTART_LOOPS_ENV, 10);
+    let mut fixture = Fixture::start().await;
+
+    for round in 0..loops {
+        let id = format!("round-{round}");
+        let (container, task) = fixture.run(&id, "sleep 1; exit 3").await;
+        // Kill containerd from 0.7 s to 1.3 s after the start, so rounds cover a kill before,
+        // at and after the exit.
+        let offset = Duration::from_millis(700 + (round as u64 * 137) % 600);
+        tokio::time::sleep(offset).await;
+        fixture.containerd.kill().expect("kill containerd");
+        fixture.containerd.restart().await.expect("restart");
+
+        let exits = fixture.wait_for_exit(&id, EXIT_AFTER_RECONNECT).await;
+        assert!(!exits.is_empty(), "{id} reported no exit");
+        let deleted = task.delete().await.expect("delete task");
+        assert_eq!(deleted.code, 3, "{id}");
+        container.delete().await.expect("delete container");
+    }
+
+    tokio::time::sleep(SETTLE).await;
+    for round in 0..loops {
+        let id = format!("round-{round}");
+        let exits = init_exits(&fixture.recorder.events_of(&id));
+        assert_eq!(exits.len(), 1, "{id}: {exits:?}");
+        assert_eq!(exits[0].code, 3, "{id}");
+        assert_eq!(exits[0].synthetic, None, "{id}");
+    }
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_costs_few_attempts() {
+    let mut fixture = Fixture::start().await;
+    let (old, old_task) = fixture.run("old", "sleep 1000").await;
+    let mut state = fixture.client.connection_state_changes();
+    state.borrow_and_update();
+
+    fixture.containerd.kill().expect("kill containerd");
+    let killed_at = Instant::now();
+    let watch_outage = async {
+        let mut failures: Vec<(u32, Instant)> = Vec::new();
+        while killed_at.elapsed() < Duration::from_secs(15) {
+            let remaining = Duration::from_secs(15).saturating_sub(killed_at.elapsed());
+            if tokio::time::timeout(remaining, state.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if let ConnectionState::Backoff { attempt, .. } = *state.borrow_and_update() {
+                failures.push((attempt, Instant::now()));
+            }
+        }
+        failures
+    };
+    let failures = watch_outage.await;
+    fixture.containerd.restart().await.expect("restart");
+    assert!(fixture.wait_connected(Duration::from_secs(10)).await);
+
+    let attempts = failures.last().map_or(0, |(attempt, _)| *attempt);
+    assert!(attempts >= 1, "no failed attempt seen: {failures:?}");
+    assert!(attempts <= 30, "{attempts} attempts in 15 s");
+    let mut previous = killed_at;
+    for (attempt, at) in &failures {
+        let gap = at.duration_since(previous);
+        assert!(
+            gap <= Duration::from_secs(5),
+            "attempt {attempt} came {gap:?} after the last"
+        );
+        previous = *at;
+    }
+    let last_gap = killed_at + Duration::from_secs(15) - previous;
+    assert!(
+        last_gap <= Duration::from_secs(5),
+        "no attempt in the last {last_gap:?}"
+    );
+
+    old_task
+        .kill(9, false)
+        .await
+        .expect("kill after the outage");
+    let exits = fixture.wait_for_exit("old", EXIT_AFTER_RECONNECT).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].code, 137);
+    let (new, new_task) = fixture.run("new", "exit 4").await;
+    let exits = fixture.wait_for_exit("new", EXIT_AFTER_RECONNECT).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].code, 4);
+    let events = fixture.recorder.events_of("new");
+    assert!(
+        matches!(events.first(), Some(Event::Created { .. })),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.get(1), Some(Event::Started { .. })),
+        "{events:?}"
+    );
+    fixture.finish(vec![(old, old_task), (new, new_task)]).await;
+}
+
+/// What one create and start returned while containerd was killed at some moment.
+#[derive(Debug)]
+enum StepOutcome {
+    Started(Container, Task),
+    TaskFailed(Container, keel::Error),
+    ContainerFailed(keel::Error),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_create_and_start_leaves_nothing() {
+    let mut fixture = Fixture::start().await;
+    for step in 0..20_u64 {
+        let id = format!("step-{step}");
+        let kill_after = Duration::from_millis(step * 10);
+        let started = Instant::now();
+        let client = fixture.client.clone();
+        let spec = fixture.spec("sleep 1000");
+        let create_and_start = async {
+            let container = match client.create_container(&id, spec).await {
+                Ok(container) => container,
+                Err(error) => return StepOutcome::ContainerFailed(error),
+            };
+            match container.start_task(StdioRequest::default()).await {
+                Ok(task) => StepOutcome::Started(container, task),
+                Err(error) => StepOutcome::TaskFailed(container, error),
+            }
+        };
+        let containerd = &mut fixture.containerd;
+        let kill = async {
+            tokio::time::sleep(kill_after).await;
+            containerd.kill().expect("kill containerd");
+        };
+        let (outcome, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(10), create_and_start),
+            kill
+        );
+        let elapsed = started.elapsed();
+        let outcome = outcome.unwrap_or_else(|_| panic!("{id}: create and start hung"));
+        assert!(elapsed <= Duration::from_secs(10), "{id}: took {elapsed:?}");
+        tracing::info!(%id, ?outcome, elapsed_ms = elapsed.as_millis() as u64, "step done");
+        if let Some(error) = failure(&outcome) {
+            assert!(
+                matches!(error.kind(), ErrorKind::Unavailable | ErrorKind::TimedOut),
+                "{id}: failed with {error:?}"
+            );
+        }
+
+        fixture.containerd.restart().await.expect("restart");
+        assert!(fixture.wait_connected(Duration::from_secs(10)).await);
+        remove_step(&fixture, &id, outcome).await;
+        let again = fixture.run(&id, "exit 0").await;
+        fixture.finish_one(again).await;
+        assert_eq!(
+            fixture.wait_for_shims(0).await,
+            0,
+            "{id}: shims left after delete"
+        );
+    }
+    assert_eq!(fifo_count(&fixture.state_dir).expect("count FIFOs"), 0);
+    let bundles = std::fs::read_dir(fixture.state_dir.join(&fixture.namespace))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(bundles, 0, "bundle folders left");
+    fixture.stop().await;
+}
+
+fn failure(outcome: &StepOutcome) -> Option<&keel::Error> {
+    match outcome {
+        StepOutcome::Started(..) => None,
+        StepOutcome::TaskFailed(_, error) | StepOutcome::ContainerFailed(error) => Some(error),
+    }
+}
+
+/// Deletes whatever one step left, through keel only. After a failed call the outcome is
+/// unknown, so the container is loaded if keel dropped it, and force-deleted: keel adopts a
+/// task that containerd created for a request whose reply was lost.
+async fn remove_step(fixture: &Fixture, id: &str, outcome: StepOutcome) {
+    let container = match outcome {
+        StepOutcome::Started(container, task) => {
+            fixture.finish_one((container, task)).await;
+            return;
+        }
+        StepOutcome::TaskFailed(container, _) => container,
+        StepOutcome::ContainerFailed(_) => match fixture.client.load_container(id).await {
+            Ok(container) => container,
+            Err(error) => {
+                assert_eq!(error.kind(), ErrorKind::NotFound, "{id}: load: {error}");
+                return;
+            }
+        },
+    };
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|error| panic!("{id}: force delete after a failure: {error}"));
+}
+
+impl Fixture {
+    /// Kills, waits for, and deletes one task and its container, checking each step.
+    async fn finish_one(&self, (container, task): (Container, Task)) {
+        let id = container.id().to_string();
+        match task.kill(9, true).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => panic!("{id}: kill: {error}"),
+        }
+        tokio::time::timeout(Duration::from_secs(10), task.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{id}: wait hung"))
+            .unwrap_or_else(|error| panic!("{id}: wait: {error}"));
+        task.delete()
+            .await
+            .unwrap_or_else(|error| panic!("{id}: delete task: {error}"));
+        container
+            .delete()
+            .await
+            .unwrap_or_else(|error| panic!("{id}: delete container: {error}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shim_killed_reports_one_exit() {
+    let fixture = Fixture::start().await;
+    let (container, task) = fixture.run("orphan", "sleep 1000").await;
+    let shims = fixture.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    let exits = fixture
+        .wait_for_exit("orphan", Duration::from_secs(5))
+        .await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].pid, task.pid());
+    let exits = fixture.settled_exits("orphan").await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+
+    match task.delete().await {
+        Ok(_) => {}
+        Err(error) => assert_eq!(error.kind(), ErrorKind::NotFound, "{error}"),
+    }
+    container.delete().await.expect("delete container");
+    assert_eq!(fixture.settled_exits("orphan").await.len(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_containerd_times_out_then_recovers() {
+    let call_timeout = Duration::from_secs(1);
+    let fixture = Fixture::start_with(|options| options.call_timeout = call_timeout, |r| r).await;
+    let (frozen, frozen_task) = fixture.run("frozen", "sleep 1000").await;
+    let (other, other_task) = fixture.run("other", "sleep 1000").await;
+
+    fixture.containerd.freeze().expect("freeze");
+    let frozen_at = Instant::now();
+    fixture
+        .containerd
+        .kill_task_process(frozen_task.pid())
+        .expect("kill init while frozen");
+
+    let started = Instant::now();
+    let error = fixture
+        .client
+        .version()
+        .await
+        .expect_err("version while frozen");
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    assert!(started.elapsed() < call_timeout + Duration::from_millis(500));
+
+    let started = Instant::now();
+    let error = other_task
+        .kill(0, false)
+        .await
+        .expect_err("kill while frozen");
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    assert!(started.elapsed() < call_timeout * 2 + Duration::from_millis(500));
+
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(frozen_at.elapsed())).await;
+    fixture.containerd.thaw().expect("thaw");
+
+    assert!(fixture.wait_connected(Duration::from_secs(10)).await);
+    fixture.client.version().await.expect("version after thaw");
+    let exits = fixture.wait_for_exit("frozen", EXIT_AFTER_RECONNECT).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].code, 137);
+    assert_eq!(fixture.settled_exits("frozen").await.len(), 1);
+    assert!(
+        fixture
+            .recorder
+            .exits_of("other", &ProcessId::Init)
+            .is_empty()
+    );
+    fixture
+        .finish(vec![(frozen, frozen_task), (other, other_task)])
+        .await;
+}
+
+/// A backend that blocks for ten seconds on the exit of one container and notes when each
+/// exit arrived.
+#[derive(Clone)]
+struct BlockingBackend {
+    recorder: Recorder,
+    blocked_container: &'static str,
+    arrivals: Arc<Mutex<HashMap<String, SystemTime>>>,
+}
+
+#[keel::async_trait]
+impl Backend for BlockingBackend {
+    async fn handle_event(&self, event: ContainerEvent) {
+        let is_exit = matches!(event.event, Event::Exited { .. });
+        let container_id = event.container_id.to_string();
+        if is_exit && let Ok(mut arrivals) = self.arrivals.lock() {
+            arrivals.insert(container_id.clone(), SystemTime::now());
+        }
+        self.recorder.handle_event(event).await;
+        if is_exit && container_id == self.blocked_container {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_backend_delays_only_its_container() {
+    let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let backend_arrivals = Arc::clone(&arrivals);
+    let fixture = Fixture::start_with(
+        |_| {},
+        move |recorder| BlockingBackend {
+            recorder,
+            blocked_container: "slow",
+            arrivals: backend_arrivals,
+        },
+    )
+    .await;
+    let (slow, slow_task) = fixture.run("slow", "exit 1").await;
+    let slow_exits = fixture.wait_for_exit("slow", Duration::from_secs(5)).await;
+    assert_eq!(slow_exits.len(), 1, "the blocking call began");
+
+    let (fast, fast_task) = fixture.run("fast", "sleep 1; exit 2").await;
+    let exits = fixture.wait_for_exit("fast", Duration::from_secs(5)).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    let arrived = arrivals
+        .lock()
+        .ok()
+        .and_then(|arrivals| arrivals.get("fast").copied())
+        .expect("arrival noted");
+    let delay = arrived
+        .duration_since(exits[0].exited_at)
+        .unwrap_or_default();
+    assert!(
+        delay <= Duration::from_millis(100),
+        "fast exit took {delay:?}"
+    );
+
+    fast_task.delete().await.expect("delete fast task");
+    fast.delete().await.expect("delete fast");
+    slow_task.delete().await.expect("delete slow task");
+    slow.delete().await.expect("delete slow");
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_then_shim_killed_reports_real_code() {
+    let fixture = Fixture::start().await;
+    let (container, task) = fixture.run("five", "exit 5").await;
+    let exits = fixture.wait_for_exit("five", Duration::from_secs(5)).await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    let shims = fixture.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    let events = fixture
+        .recorder
+        .wait_for("five", Duration::from_secs(5), |events| {
+            events
+                .iter()
+                .any(|event| matches!(event, Event::Deleted { .. }))
+        })
+        .await;
+    let exits = init_exits(&events);
+    assert_eq!(exits.len(), 1, "{events:?}");
+    assert_eq!(exits[0].code, 5);
+    assert_eq!(exits[0].synthetic, None);
+
+    match task.delete().await {
+        Ok(status) => assert_eq!(status.code, 5),
+        Err(error) => assert_eq!(error.kind(), ErrorKind::NotFound, "{error}"),
+    }
+    container.delete().await.expect("delete container");
+    assert_eq!(fixture.settled_exits("five").await.len(), 1);
+    fixture.stop().await;
+}
