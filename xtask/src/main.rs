@@ -3,6 +3,7 @@
 //! Every command runs from the workspace root and echoes each program it starts, so a failing
 //! step can be rerun by hand. A failing program's exit code becomes the exit code of xtask.
 
+mod bench;
 mod command;
 mod criu;
 mod fuzz;
@@ -22,7 +23,7 @@ use crate::command::{CommandFailed, cargo};
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
-    about = "Developer commands of the keel workspace: setup, demo, test, tidy"
+    about = "Developer commands of the keel workspace: setup, demo, test, tidy, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +42,16 @@ enum Task {
     /// Check that every Rust file starts with a `//!` header and that no file cites an issue
     /// number.
     Tidy,
+    /// Run setup, install the Go baseline's packages, and benchmark keel against containerd's
+    /// Go client, ctr and runc; writes docs/benchmarks.md (target/bench-smoke.md with --smoke).
+    Bench {
+        /// Fewer repetitions and at most 250 running containers.
+        #[arg(long, conflicts_with = "smoke")]
+        quick: bool,
+        /// Every benchmark once at a tiny size, to check that the benchmarks work.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Run the property tests of the decoders and input checks with many random cases.
     Fuzz {
         /// Random inputs per property.
@@ -65,6 +76,14 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Test => test(&root),
         Task::Tidy => tidy::run(&root),
         Task::Fuzz { cases } => fuzz::run(&root, cases),
+        Task::Bench { quick, smoke } => {
+            let size = match (quick, smoke) {
+                (_, true) => bench::Size::Smoke,
+                (true, false) => bench::Size::Quick,
+                (false, false) => bench::Size::Full,
+            };
+            bench::run(&root, size)
+        }
     }
 }
 
@@ -121,7 +140,7 @@ mod tests {
 
     #[test]
     fn cli_parses_every_task() {
-        for task in ["setup", "demo", "test", "tidy"] {
+        for task in ["setup", "demo", "test", "tidy", "bench"] {
             assert!(Cli::try_parse_from(["xtask", task]).is_ok(), "{task}");
         }
     }

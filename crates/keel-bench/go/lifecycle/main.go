@@ -1,0 +1,246 @@
+// Command lifecycle drives containerd with its Go client, as the baseline keel is measured
+// against by `cargo xtask bench`.
+//
+// Every mode creates containers from a root folder with containerd.WithNewSpec and the runc v2
+// runtime, without an image, and prints one JSON object per line on stdout:
+//
+//	lifecycle   -n N                      runs N sequential lifecycles of /bin/true when a line
+//	                                      "go" arrives on stdin, printing {"ms": ...} per line;
+//	                                      the bench interleaves it with the other clients
+//	throughput  -n N -c C                 runs N lifecycles of /bin/true, C at a time
+//	stdio       -bytes B                  runs `head -c B /dev/zero` and counts its stdout
+//	events                                subscribes to /tasks/ events of the namespace until
+//	                                      stdin closes, then prints the latency of each event
+//	                                      from its envelope stamp
+//
+// It builds offline in GOPATH mode against Debian's golang-github-containerd-containerd-dev.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+)
+
+const runtimeName = "io.containerd.runc.v2"
+
+type options struct {
+	socket    string
+	namespace string
+	rootfs    string
+	prefix    string
+	count     int
+	workers   int
+	bytes     int64
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail(fmt.Errorf("usage: lifecycle lifecycle|throughput|stdio|events [flags]"))
+	}
+	mode := os.Args[1]
+	var opts options
+	flags := flag.NewFlagSet(mode, flag.ExitOnError)
+	flags.StringVar(&opts.socket, "socket", "", "containerd's gRPC socket")
+	flags.StringVar(&opts.namespace, "namespace", "", "containerd namespace to work in")
+	flags.StringVar(&opts.rootfs, "rootfs", "", "root folder of every container")
+	flags.StringVar(&opts.prefix, "prefix", "go", "prefix of container ids")
+	flags.IntVar(&opts.count, "n", 1, "number of lifecycles")
+	flags.IntVar(&opts.workers, "c", 1, "lifecycles run at a time")
+	flags.Int64Var(&opts.bytes, "bytes", 0, "bytes of stdout to produce")
+	if err := flags.Parse(os.Args[2:]); err != nil {
+		fail(err)
+	}
+	if opts.socket == "" || opts.namespace == "" {
+		fail(fmt.Errorf("-socket and -namespace are required"))
+	}
+
+	client, err := containerd.New(opts.socket, containerd.WithDefaultRuntime(runtimeName))
+	if err != nil {
+		fail(fmt.Errorf("connect to %s: %w", opts.socket, err))
+	}
+	defer client.Close()
+	ctx := namespaces.WithNamespace(context.Background(), opts.namespace)
+
+	switch mode {
+	case "lifecycle":
+		err = runLifecycles(ctx, client, opts)
+	case "throughput":
+		err = runThroughput(ctx, client, opts)
+	case "stdio":
+		err = runStdio(ctx, client, opts)
+	case "events":
+		err = runEvents(ctx, client, opts)
+	default:
+		err = fmt.Errorf("unknown mode %q", mode)
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+// lifecycle creates a container running args, starts its task, waits for the exit and deletes
+// the task and the container. stdout, when not nil, receives the process's stdout.
+func lifecycle(ctx context.Context, client *containerd.Client, opts options, id string, stdout io.Writer, args ...string) error {
+	container, err := client.NewContainer(ctx, id,
+		containerd.WithRuntime(runtimeName, nil),
+		containerd.WithNewSpec(oci.WithRootFSPath(opts.rootfs), oci.WithProcessArgs(args...)),
+	)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	defer container.Delete(ctx)
+
+	creator := cio.NullIO
+	if stdout != nil {
+		creator = cio.NewCreator(cio.WithStreams(nil, stdout, io.Discard))
+	}
+	task, err := container.NewTask(ctx, creator)
+	if err != nil {
+		return fmt.Errorf("create task %s: %w", id, err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		task.Delete(ctx)
+		return fmt.Errorf("wait task %s: %w", id, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		task.Delete(ctx)
+		return fmt.Errorf("start task %s: %w", id, err)
+	}
+	status := <-exited
+	if _, err := task.Delete(ctx); err != nil {
+		return fmt.Errorf("delete task %s: %w", id, err)
+	}
+	if code, _, err := status.Result(); err != nil || code != 0 {
+		return fmt.Errorf("task %s exited with %d: %v", id, code, err)
+	}
+	return nil
+}
+
+// runLifecycles runs one lifecycle per "go" line on stdin, so the caller can interleave it
+// with other clients, and prints each one's wall time.
+func runLifecycles(ctx context.Context, client *containerd.Client, opts options) error {
+	lines := bufio.NewScanner(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for i := 0; i < opts.count && lines.Scan(); i++ {
+		id := fmt.Sprintf("%s-%d", opts.prefix, i)
+		started := time.Now()
+		if err := lifecycle(ctx, client, opts, id, nil, "/bin/true"); err != nil {
+			return err
+		}
+		elapsed := time.Since(started)
+		if err := out.Encode(map[string]float64{"ms": ms(elapsed)}); err != nil {
+			return err
+		}
+	}
+	return lines.Err()
+}
+
+func runThroughput(ctx context.Context, client *containerd.Client, opts options) error {
+	var next, failures int64
+	var wg sync.WaitGroup
+	var firstError atomic.Value
+	started := time.Now()
+	for w := 0; w < opts.workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := atomic.AddInt64(&next, 1) - 1
+				if i >= int64(opts.count) {
+					return
+				}
+				id := fmt.Sprintf("%s-%d", opts.prefix, i)
+				if err := lifecycle(ctx, client, opts, id, nil, "/bin/true"); err != nil {
+					atomic.AddInt64(&failures, 1)
+					firstError.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(started)
+	result := map[string]interface{}{
+		"seconds":  elapsed.Seconds(),
+		"count":    opts.count,
+		"failures": failures,
+	}
+	if message, ok := firstError.Load().(string); ok {
+		result["first_error"] = message
+	}
+	return json.NewEncoder(os.Stdout).Encode(result)
+}
+
+type countingWriter struct{ bytes int64 }
+
+func (w *countingWriter) Write(data []byte) (int, error) {
+	w.bytes += int64(len(data))
+	return len(data), nil
+}
+
+func runStdio(ctx context.Context, client *containerd.Client, opts options) error {
+	stdout := &countingWriter{}
+	id := fmt.Sprintf("%s-stdio", opts.prefix)
+	started := time.Now()
+	err := lifecycle(ctx, client, opts, id, stdout, "/bin/head", "-c", fmt.Sprint(opts.bytes), "/dev/zero")
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(started)
+	return json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
+		"seconds": elapsed.Seconds(),
+		"bytes":   stdout.bytes,
+	})
+}
+
+// runEvents subscribes like keel does until stdin closes, then prints the latency of every
+// event from containerd's envelope stamp to its arrival here.
+func runEvents(ctx context.Context, client *containerd.Client, opts options) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	filter := fmt.Sprintf("namespace==%s,topic~=|^/tasks/|", opts.namespace)
+	envelopes, errs := client.EventService().Subscribe(ctx, filter)
+	fmt.Fprintln(os.Stderr, "subscribed")
+	var latencies []float64
+	for {
+		select {
+		case envelope := <-envelopes:
+			latencies = append(latencies, ms(time.Since(envelope.Timestamp)))
+		case err := <-errs:
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			sort.Float64s(latencies)
+			return json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
+				"latencies_ms": latencies,
+			})
+		}
+	}
+}
+
+func ms(duration time.Duration) float64 {
+	return float64(duration.Nanoseconds()) / 1e6
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "error:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,198 @@
+//! The event pipeline against a real containerd: how long pause and resume events take from
+//! their envelope's timestamp to keel's backend, and to a Go subscriber listening at the same
+//! time, for events of real tasks and for events published through containerd.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use containerd_client::events::{TaskPaused, TaskResumed};
+use containerd_client::services::v1::{PauseTaskRequest, PublishRequest, ResumeTaskRequest};
+use keel_connection::Services;
+use prost::Message as _;
+
+use crate::Env;
+use crate::recorder::Recorder;
+use crate::stats::Samples;
+
+/// How long the delivery of the last event may take before the run gives up waiting.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pause between two published events, so the clients are measured unloaded.
+const PUBLISH_INTERVAL: Duration = Duration::from_micros(500);
+
+/// Where the events of a run come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Real tasks paused and resumed; their shim stamps each envelope.
+    PauseResume,
+    /// Pause and resume events sent through containerd's `Publish` call, which stamps each
+    /// envelope itself, so the latency holds only containerd's delivery and the client.
+    Published,
+}
+
+/// The figures of one event run.
+#[derive(Debug)]
+pub struct EventRow {
+    /// Where the events came from.
+    pub source: Source,
+    /// Running containers the load was spread over.
+    pub containers: usize,
+    /// Pause and resume events generated.
+    pub events: usize,
+    /// Events per second keel's backend received while the load ran.
+    pub keel_per_second: f64,
+    /// Latency from containerd's envelope stamp to keel's backend.
+    pub keel_latency: Samples,
+    /// Latency from the envelope stamp to the Go subscriber, or why it was not measured.
+    pub go_latency: Result<Samples, String>,
+}
+
+/// Produces `2 * pairs` pause and resume events for `ids` round-robin from `source`, while
+/// keel's backend and a Go subscriber time every event. Pausing keeps `workers` requests in
+/// flight; publishing sends one event every [`PUBLISH_INTERVAL`].
+pub async fn run(
+    env: &Env,
+    namespace: &str,
+    recorder: &Recorder,
+    ids: &[String],
+    pairs: usize,
+    workers: usize,
+    source: Source,
+) -> anyhow::Result<EventRow> {
+    let services = Services::new(
+        env.containerd.socket(),
+        keel::Namespace::new(namespace)?,
+        Duration::from_secs(10),
+    )?;
+    let mut go = match &env.go {
+        Ok(go) => Ok(go.events(namespace)?),
+        Err(reason) => Err(reason.clone()),
+    };
+    if let Ok(subscriber) = go.as_mut() {
+        subscriber.subscribed().await?;
+        // containerd registers the subscription when the request arrives; leave time for it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let target = recorder.timed_events() + 2 * pairs as u64;
+    recorder.start_recording();
+    let started = Instant::now();
+    match source {
+        Source::PauseResume => pause_and_resume(&services, ids, pairs, workers).await?,
+        Source::Published => publish(&services, ids, pairs).await?,
+    }
+    let drained = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        recorder.wait_until(|recorder| recorder.timed_events() >= target),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let keel_latency = recorder.stop_recording();
+    drained.context("keel's backend did not receive every pause and resume event")?;
+
+    let go_latency = match go {
+        Ok(subscriber) => subscriber
+            .finish()
+            .await
+            .map(|result| {
+                let mut samples = Samples::default();
+                result
+                    .latencies_ms
+                    .iter()
+                    .for_each(|&ms| samples.push_value(ms));
+                samples
+            })
+            .map_err(|error| format!("failed: {error:#}")),
+        Err(reason) => Err(reason),
+    };
+    Ok(EventRow {
+        source,
+        containers: ids.len(),
+        events: 2 * pairs,
+        keel_per_second: 2.0 * pairs as f64 / elapsed.as_secs_f64(),
+        keel_latency,
+        go_latency,
+    })
+}
+
+async fn pause_and_resume(
+    services: &Services,
+    ids: &[String],
+    pairs: usize,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let ids: Arc<Vec<String>> = Arc::new(ids.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..workers.max(1) {
+        let ids = Arc::clone(&ids);
+        let next = Arc::clone(&next);
+        let mut tasks = services.tasks();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                if index >= pairs {
+                    return anyhow::Ok(());
+                }
+                let container_id = ids[index % ids.len()].clone();
+                tasks
+                    .pause(PauseTaskRequest {
+                        container_id: container_id.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("cannot pause {container_id}"))?;
+                tasks
+                    .resume(ResumeTaskRequest {
+                        container_id: container_id.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("cannot resume {container_id}"))?;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(())
+}
+
+/// Publishes `pairs` pause and resume events for `ids` round-robin, one per
+/// [`PUBLISH_INTERVAL`].
+async fn publish(services: &Services, ids: &[String], pairs: usize) -> anyhow::Result<()> {
+    let mut events = services.events();
+    let mut ticks = tokio::time::interval(PUBLISH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for index in 0..2 * pairs {
+        ticks.tick().await;
+        let container_id = ids[(index / 2) % ids.len()].clone();
+        let (topic, type_url, value) = if index % 2 == 0 {
+            let paused = TaskPaused { container_id };
+            (
+                "/tasks/paused",
+                "containerd.events.TaskPaused",
+                paused.encode_to_vec(),
+            )
+        } else {
+            let resumed = TaskResumed { container_id };
+            (
+                "/tasks/resumed",
+                "containerd.events.TaskResumed",
+                resumed.encode_to_vec(),
+            )
+        };
+        let request = PublishRequest {
+            topic: topic.to_owned(),
+            event: Some(prost_types::Any {
+                type_url: type_url.to_owned(),
+                value,
+            }),
+        };
+        events
+            .publish(request)
+            .await
+            .context("cannot publish an event")?;
+    }
+    Ok(())
+}

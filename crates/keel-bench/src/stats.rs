@@ -1,0 +1,103 @@
+//! Summaries of repeated measurements: median and tail percentiles.
+
+use std::time::Duration;
+
+/// A set of measurements of one quantity, in milliseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    values: Vec<f64>,
+}
+
+impl Samples {
+    /// Adds one measurement: milliseconds, or the unit the caller chose.
+    pub fn push_value(&mut self, value: f64) {
+        self.values.push(value);
+    }
+
+    /// Adds one measured duration.
+    pub fn push(&mut self, duration: Duration) {
+        self.push_value(duration.as_secs_f64() * 1e3);
+    }
+
+    /// Returns the number of measurements.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Returns true when nothing was measured.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Returns the median, or `None` when nothing was measured.
+    pub fn median(&self) -> Option<f64> {
+        self.percentile(50.0)
+    }
+
+    /// Returns the 95th percentile.
+    pub fn p95(&self) -> Option<f64> {
+        self.percentile(95.0)
+    }
+
+    /// Returns the 99th percentile.
+    pub fn p99(&self) -> Option<f64> {
+        self.percentile(99.0)
+    }
+
+    /// Returns the arithmetic mean.
+    pub fn mean(&self) -> Option<f64> {
+        if self.values.is_empty() {
+            return None;
+        }
+        Some(self.values.iter().sum::<f64>() / self.values.len() as f64)
+    }
+
+    /// Returns the `percent`-th percentile by the nearest-rank method.
+    pub fn percentile(&self, percent: f64) -> Option<f64> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let mut sorted = self.values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
+        let index = rank.clamp(1, sorted.len()) - 1;
+        Some(sorted[index])
+    }
+}
+
+/// Formats milliseconds with a precision that suits their size.
+pub fn format_ms(value: Option<f64>) -> String {
+    match value {
+        None => "n/a".to_owned(),
+        Some(ms) if ms < 1.0 => format!("{ms:.3} ms"),
+        Some(ms) if ms < 100.0 => format!("{ms:.1} ms"),
+        Some(ms) => format!("{ms:.0} ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(values: &[f64]) -> Samples {
+        let mut samples = Samples::default();
+        values.iter().for_each(|&value| samples.push_value(value));
+        samples
+    }
+
+    #[test]
+    fn median_of_odd_count_is_middle() {
+        assert_eq!(samples(&[3.0, 1.0, 2.0]).median(), Some(2.0));
+    }
+
+    #[test]
+    fn p95_of_hundred_is_ninety_fifth() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(samples(&values).p95(), Some(95.0));
+    }
+
+    #[test]
+    fn empty_samples_have_no_median() {
+        assert_eq!(Samples::default().median(), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! Stdout throughput: a container writes N bytes of zeros and the client reads them, through
+//! keel's FIFOs, the Go client's FIFOs and `ctr run`, against a plain pipe on the host.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use keel::StdioRequest;
+use tokio::io::AsyncReadExt;
+
+use crate::Env;
+use crate::stats::Samples;
+use crate::workload::spec;
+
+/// The read buffer size of every reader here.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The figures of one size, as MiB/s per repetition, or why a column was not measured.
+#[derive(Debug)]
+pub struct StdioRow {
+    /// Bytes written per run.
+    pub bytes: u64,
+    /// Through keel's FIFOs.
+    pub keel: Samples,
+    /// Through the Go client's FIFOs.
+    pub go: Result<Samples, String>,
+    /// Through `ctr run`, read from ctr's stdout.
+    pub ctr: Result<Samples, String>,
+    /// `head` on the host writing into a pipe.
+    pub pipe: Samples,
+}
+
+/// Measures `repetitions` runs of each client for each size in `sizes`, interleaved.
+pub async fn run(env: &Env, sizes: &[u64], repetitions: usize) -> anyhow::Result<Vec<StdioRow>> {
+    let client = env.connect_keel().await?;
+    let go_namespace = env.containerd.new_namespace();
+    let ctr_namespace = env.containerd.new_namespace();
+    let mut rows = Vec::new();
+    for &bytes in sizes {
+        let mut row = StdioRow {
+            bytes,
+            keel: Samples::default(),
+            go: env
+                .go
+                .as_ref()
+                .map(|_| Samples::default())
+                .map_err(Clone::clone),
+            ctr: Ok(Samples::default()),
+            pipe: Samples::default(),
+        };
+        for repetition in 0..repetitions {
+            let id = format!("stdio-{bytes}-{repetition}");
+            let seconds = keel_run(&client, env, &id, bytes).await?;
+            row.keel.push_value(rate(bytes, seconds));
+            if let (Ok(go), Ok(samples)) = (env.go.as_ref(), row.go.as_mut()) {
+                match go.stdio(&go_namespace, &id, bytes).await {
+                    Ok(result) if result.bytes == bytes => {
+                        samples.push_value(rate(bytes, result.seconds))
+                    }
+                    Ok(result) => row.go = Err(format!("read {} of {bytes} bytes", result.bytes)),
+                    Err(error) => row.go = Err(format!("failed: {error:#}")),
+                }
+            }
+            if let Ok(samples) = row.ctr.as_mut() {
+                match ctr_run(env, &ctr_namespace, &id, bytes).await {
+                    Ok(seconds) => samples.push_value(rate(bytes, seconds)),
+                    Err(error) => row.ctr = Err(format!("failed: {error:#}")),
+                }
+            }
+            let seconds = pipe_run(bytes).await?;
+            row.pipe.push_value(rate(bytes, seconds));
+        }
+        rows.push(row);
+    }
+    client.shutdown(std::time::Duration::from_secs(5)).await;
+    Ok(rows)
+}
+
+/// Returns MiB per second.
+fn rate(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / seconds
+}
+
+fn head_args(bytes: u64) -> [String; 4] {
+    [
+        "/bin/head".to_owned(),
+        "-c".to_owned(),
+        bytes.to_string(),
+        "/dev/zero".to_owned(),
+    ]
+}
+
+/// Runs a whole lifecycle through keel, reading stdout to its end; returns its wall time.
+async fn keel_run(client: &keel::Client, env: &Env, id: &str, bytes: u64) -> anyhow::Result<f64> {
+    let args = head_args(bytes);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let container = client
+        .create_container(id, spec(&env.rootfs, &args))
+        .await?;
+    let request = StdioRequest {
+        output: true,
+        ..StdioRequest::default()
+    };
+    let mut task = container.start_task(request).await?;
+    let mut stdout = task.take_stdout().context("keel returned no stdout")?;
+    // `Task::wait` also waits for stderr to close, so drain it as the Go client does.
+    let mut stderr = task.take_stderr().context("keel returned no stderr")?;
+    let drain = tokio::spawn(async move { count_bytes(&mut stderr).await });
+    let read = count_bytes(&mut stdout).await?;
+    drain.await??;
+    crate::workload::finish(container, task).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(read == bytes, "keel read {read} of {bytes} bytes");
+    Ok(seconds)
+}
+
+async fn count_bytes(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> anyhow::Result<u64> {
+    let mut buffer = vec![0_u8; READ_BUFFER];
+    let mut total = 0_u64;
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(total);
+        }
+        total += read as u64;
+    }
+}
+
+async fn ctr_run(env: &Env, namespace: &str, id: &str, bytes: u64) -> anyhow::Result<f64> {
+    let mut command = tokio::process::Command::new("ctr");
+    command
+        .arg("--address")
+        .arg(env.containerd.socket())
+        .args(["--namespace", namespace, "run", "--rm", "--rootfs"])
+        .arg(&env.rootfs)
+        .arg(id)
+        .args(head_args(bytes))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    timed_child_output(command, bytes).await
+}
+
+async fn pipe_run(bytes: u64) -> anyhow::Result<f64> {
+    // The same busybox `head` as inside the containers.
+    let mut command = tokio::process::Command::new("/bin/busybox");
+    command
+        .args(["head", "-c", &bytes.to_string(), "/dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    timed_child_output(command, bytes).await
+}
+
+/// Runs `command`, counts its stdout and returns the wall time until it exited.
+async fn timed_child_output(
+    mut command: tokio::process::Command,
+    bytes: u64,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut child = command.spawn()?;
+    let mut stdout = child.stdout.take().context("no stdout pipe")?;
+    let read = count_bytes(&mut stdout).await?;
+    let output = child.wait_with_output().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        output.status.success(),
+        "exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    anyhow::ensure!(read == bytes, "read {read} of {bytes} bytes");
+    Ok(seconds)
+}
