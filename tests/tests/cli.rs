@@ -468,3 +468,105 @@ async fn supervised_containerd_starts_once_and_is_reused() {
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_pause_inspect_and_stop() {
+    let harness = CliHarness::start().await;
+    let started = harness
+        .run_container(&["-d"], "svc", &["sleep", "1000"])
+        .await;
+    assert!(started.status.success(), "run -d failed: {started:?}");
+
+    let exec = harness
+        .run(
+            &["exec", "svc", "--", "sh", "-c", "echo from-exec; exit 4"],
+            None,
+        )
+        .await;
+    let exec_input = harness
+        .run(
+            &["exec", "-i", "--exec-id", "reader", "svc", "--", "cat"],
+            Some(b"piped\n"),
+        )
+        .await;
+    let init_pid = harness.ps().await[0]["pid"].clone();
+    let top = harness.run(&["top", "--format", "json", "svc"], None).await;
+    let stats = harness
+        .run(&["stats", "--format", "json", "svc"], None)
+        .await;
+    let paused = harness.run(&["pause", "svc"], None).await;
+    let while_paused = harness.ps().await;
+    let resumed = harness.run(&["resume", "svc"], None).await;
+    let while_resumed = harness.ps().await;
+    // busybox sleep as the container's pid 1 ignores SIGTERM, so stop has to escalate.
+    let stopped = harness.run(&["stop", "-t", "1", "svc"], None).await;
+    let after_stop = harness.ps().await;
+
+    assert_eq!(text(&exec.stdout), "from-exec\n");
+    assert_eq!(exec.status.code(), Some(4));
+    assert_eq!(text(&exec_input.stdout), "piped\n");
+    assert_eq!(exec_input.status.code(), Some(0));
+    let processes: serde_json::Value = serde_json::from_slice(&top.stdout).expect("top is JSON");
+    let pids: Vec<&serde_json::Value> = processes
+        .as_array()
+        .expect("top is an array")
+        .iter()
+        .map(|process| &process["pid"])
+        .collect();
+    assert!(pids.contains(&&init_pid), "top {pids:?} lacks {init_pid}");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats is JSON");
+    assert!(
+        stats["memory"]["usage_bytes"]
+            .as_u64()
+            .is_some_and(|bytes| bytes > 0)
+    );
+    assert!(
+        stats["pids"]["current"]
+            .as_u64()
+            .is_some_and(|count| count >= 1)
+    );
+    assert!(paused.status.success(), "pause failed: {paused:?}");
+    assert_eq!(while_paused[0]["status"], "paused");
+    assert!(resumed.status.success(), "resume failed: {resumed:?}");
+    assert_eq!(while_resumed[0]["status"], "running");
+    assert!(stopped.status.success(), "stop failed: {stopped:?}");
+    assert_eq!(after_stop[0]["status"], "stopped (exit 137)");
+    harness.run(&["rm", "svc"], None).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_writes_image_and_exits() {
+    let harness = CliHarness::start().await;
+    let started = harness
+        .run_container(
+            &["-d"],
+            "counter",
+            &["sh", "-c", "while true; do sleep 0.1; done"],
+        )
+        .await;
+    assert!(started.status.success(), "run -d failed: {started:?}");
+    let image = harness.containerd.dir().join("image");
+    let image_arg = image.to_string_lossy().into_owned();
+
+    let checkpointed = harness
+        .run(&["checkpoint", "counter", &image_arg, "--exit"], None)
+        .await;
+    let after = harness.ps().await;
+
+    assert!(
+        checkpointed.status.success(),
+        "checkpoint failed: {}",
+        text(&checkpointed.stderr)
+    );
+    assert_eq!(text(&checkpointed.stdout), format!("{image_arg}\n"));
+    assert!(image.join("inventory.img").is_file(), "no criu inventory");
+    assert!(
+        after[0]["status"]
+            .as_str()
+            .is_some_and(|status| status.starts_with("stopped")),
+        "ps after checkpoint: {after:?}"
+    );
+    harness.run(&["rm", "-f", "counter"], None).await;
+    harness.stop().await;
+}

@@ -10,7 +10,7 @@ use keel_supervisor::SupervisorError;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A keel call failed.
-    #[error("{source}{detail}; {hint}", detail = containerd_detail(source), hint = hint(source.kind()))]
+    #[error("{source}{detail}", detail = detail(source))]
     Keel {
         /// The failed call's error.
         #[from]
@@ -92,13 +92,16 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
     }
 }
 
-/// containerd's own message, when containerd rejected the request.
-fn containerd_detail(error: &keel::Error) -> String {
+/// The text after keel's message: containerd's own message when containerd rejected the
+/// request, and the next step for the user. keel's own rejections already end with the
+/// next step.
+fn detail(error: &keel::Error) -> String {
     match error {
+        keel::Error::Rejected { .. } => String::new(),
         keel::Error::Containerd { source, .. } if !source.message().is_empty() => {
-            format!(" ({})", source.message())
+            format!(" ({}); {}", source.message(), hint(error.kind()))
         }
-        _ => String::new(),
+        _ => format!("; {}", hint(error.kind())),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use keel::StdioRequest;
+use keel::{Container, ErrorKind, ProcessStatus, StdioRequest};
 
 use crate::cli::{CheckpointArgs, GlobalOptions, RestoreArgs};
 use crate::connect::{IgnoreEvents, connect};
@@ -24,18 +24,33 @@ pub async fn checkpoint(global: &GlobalOptions, args: CheckpointArgs) -> Result<
     write_stdout(&format!("{}\n", dir.display()))
 }
 
-/// Starts a container's task from a checkpoint folder, detached.
+/// Starts a container's task from a checkpoint folder, detached, and prints its pid.
 pub async fn restore(global: &GlobalOptions, args: RestoreArgs) -> Result<(), CliError> {
     let dir = absolute(&args.dir)?;
     let session = connect(global, IgnoreEvents).await?;
     let work = async {
         let container = session.client.load_container(&args.id).await?;
+        delete_stopped_task(&container).await?;
         container.restore_task(&dir, StdioRequest::default()).await
     };
     let result = with_spinner("restoring", work).await;
     session.close().await;
     let task = result?;
     write_stdout(&format!("{}\n", task.pid()))
+}
+
+/// Deletes the container's task if it has stopped, such as after `keel checkpoint --exit`, so
+/// the restore can create a new one. A running task is left for the restore to reject.
+async fn delete_stopped_task(container: &Container) -> Result<(), keel::Error> {
+    let task = match container.task().await {
+        Ok(task) => task,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    if matches!(task.status().await?, ProcessStatus::Stopped(_)) {
+        task.delete().await?;
+    }
+    Ok(())
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf, CliError> {
