@@ -570,3 +570,40 @@ async fn checkpoint_writes_image_and_exits() {
     harness.run(&["rm", "-f", "counter"], None).await;
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_interrupt_to_process() {
+    let harness = CliHarness::start().await;
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    let script = "trap 'exit 42' INT; echo ready; while true; do sleep 0.1; done";
+    let mut command = harness.command(&[
+        "run", "--rm", "--rootfs", &rootfs, "trapper", "--", "sh", "-c", script,
+    ]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = command.spawn().expect("spawn keel run");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("read stdout");
+
+    let pid = i32::try_from(child.id().expect("keel pid")).expect("pid fits");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("interrupt keel run");
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("keel run finished in time")
+        .expect("wait for keel");
+
+    assert_eq!(ready.as_deref(), Some("ready"));
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the process trapped the forwarded SIGINT"
+    );
+    harness.stop().await;
+}

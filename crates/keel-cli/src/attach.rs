@@ -1,6 +1,6 @@
 //! Connecting this terminal to a running process: its output to stdout and stderr, stdin to
 //! its stdin, terminal resizes to its pseudo-terminal, and Ctrl-C or SIGTERM to the process
-//! when it has no terminal.
+//! unless this terminal is in raw mode.
 
 use keel::{Error, ExitStatus, OutputStream, Process, StdinStream, Task};
 use tokio::io::AsyncWriteExt as _;
@@ -78,13 +78,22 @@ enum Step {
 }
 
 /// Copies the process's output to stdout and stderr and this stdin to the process, until the
-/// process exits; returns its exit status. With `tty`, stdin's terminal is in raw mode
-/// meanwhile and resizes reach the process's pseudo-terminal.
+/// process exits; returns its exit status. With `tty`, resizes reach the process's
+/// pseudo-terminal, and with `interactive` too, stdin's terminal is in raw mode meanwhile so
+/// every key reaches the process.
 pub async fn attach_and_wait(
     process: &mut impl Attachable,
     tty: bool,
+    interactive: bool,
 ) -> Result<ExitStatus, CliError> {
-    let raw_mode = if tty { RawMode::enable() } else { None };
+    let raw_mode = if tty && interactive {
+        RawMode::enable()
+    } else {
+        None
+    };
+    // Listening starts before any output is copied, so a signal sent after the first output
+    // is always passed on.
+    let mut signals = Signals::listen(raw_mode.is_none());
     let stdout = process
         .take_stdout()
         .map(|stream| tokio::spawn(copy_output(stream, tokio::io::stdout())));
@@ -100,7 +109,7 @@ pub async fn attach_and_wait(
         resize(process, width, height).await;
     }
 
-    let status = wait_loop(process, tty, &mut stdin_eof).await;
+    let status = wait_loop(process, &mut signals, &mut stdin_eof).await;
     for copier in [stdout, stderr].into_iter().flatten() {
         let _ = copier.await;
     }
@@ -109,27 +118,20 @@ pub async fn attach_and_wait(
 }
 
 /// Waits for the exit while closing the process's stdin at end of input, passing resizes on,
-/// and forwarding SIGINT and SIGTERM to a process without a terminal.
+/// and passing on the signals `signals` listens for.
 async fn wait_loop(
     process: &mut impl Attachable,
-    tty: bool,
+    signals: &mut Signals,
     stdin_eof: &mut oneshot::Receiver<()>,
 ) -> Result<ExitStatus, Error> {
-    let mut resized = signal(SignalKind::window_change()).ok();
-    let mut interrupt = (!tty)
-        .then(|| signal(SignalKind::interrupt()).ok())
-        .flatten();
-    let mut terminate = (!tty)
-        .then(|| signal(SignalKind::terminate()).ok())
-        .flatten();
     let mut stdin_open = true;
     loop {
         let step = tokio::select! {
             status = process.wait() => Step::Exited(status),
             _ = &mut *stdin_eof, if stdin_open => Step::StdinClosed,
-            Some(()) = recv(&mut resized) => Step::Resized,
-            Some(()) = recv(&mut interrupt) => Step::Signal(nix::libc::SIGINT),
-            Some(()) = recv(&mut terminate) => Step::Signal(nix::libc::SIGTERM),
+            Some(()) = recv(&mut signals.resized) => Step::Resized,
+            Some(()) = recv(&mut signals.interrupt) => Step::Signal(nix::libc::SIGINT),
+            Some(()) = recv(&mut signals.terminate) => Step::Signal(nix::libc::SIGTERM),
         };
         match step {
             Step::Exited(status) => return status,
@@ -149,6 +151,25 @@ async fn wait_loop(
                     tracing::debug!(%error, signal = number, "failed to forward signal");
                 }
             }
+        }
+    }
+}
+
+/// The signals this process handles while attached. SIGINT and SIGTERM are listened for only
+/// when they are passed on; otherwise they keep their default action.
+struct Signals {
+    resized: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen(forward: bool) -> Self {
+        let listen = |kind: SignalKind| signal(kind).ok();
+        Self {
+            resized: listen(SignalKind::window_change()),
+            interrupt: forward.then(|| listen(SignalKind::interrupt())).flatten(),
+            terminate: forward.then(|| listen(SignalKind::terminate())).flatten(),
         }
     }
 }

@@ -40,7 +40,7 @@ async fn run_exec(
     };
     let mut exec = task.exec(exec_id, process, stdio).await?;
     exec.start().await?;
-    let status = attach_and_wait(&mut exec, args.tty).await?;
+    let status = attach_and_wait(&mut exec, args.tty, args.interactive).await?;
     exec.delete().await?;
     Ok(exit_byte(status.code))
 }

@@ -43,7 +43,7 @@ async fn run_attached(container: &Container, args: &RunArgs) -> Result<u8, CliEr
         terminal: args.tty,
     };
     let mut task = container.start_task(stdio).await?;
-    let status = attach_and_wait(&mut task, args.tty).await?;
+    let status = attach_and_wait(&mut task, args.tty, args.interactive).await?;
     task.delete().await?;
     Ok(exit_byte(status.code))
 }
