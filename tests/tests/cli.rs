@@ -536,7 +536,7 @@ async fn exec_pause_inspect_and_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoint_writes_image_and_exits() {
+async fn checkpoint_then_restore_runs_again() {
     let harness = CliHarness::start().await;
     let started = harness
         .run_container(
@@ -553,6 +553,8 @@ async fn checkpoint_writes_image_and_exits() {
         .run(&["checkpoint", "counter", &image_arg, "--exit"], None)
         .await;
     let after = harness.ps().await;
+    let restored = harness.run(&["restore", "counter", &image_arg], None).await;
+    let after_restore = harness.ps().await;
 
     assert!(
         checkpointed.status.success(),
@@ -567,6 +569,18 @@ async fn checkpoint_writes_image_and_exits() {
             .is_some_and(|status| status.starts_with("stopped")),
         "ps after checkpoint: {after:?}"
     );
+    assert!(
+        restored.status.success(),
+        "restore failed: {}",
+        text(&restored.stderr)
+    );
+    let restored_pid: u64 = text(&restored.stdout)
+        .trim()
+        .parse()
+        .expect("restore prints a pid");
+    assert!(restored_pid > 0);
+    assert_eq!(after_restore[0]["status"], "running");
+    assert_eq!(after_restore[0]["pid"], restored_pid);
     harness.run(&["rm", "-f", "counter"], None).await;
     harness.stop().await;
 }
