@@ -59,3 +59,8 @@ pub use keel_types::{
 };
 pub use process::Process;
 pub use task::Task;
+
+/// Compiles the library example in the README as a doc test, so it cannot go stale.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExample;
