@@ -412,3 +412,62 @@ async fn containers_outlive_a_stopped_containerd() {
         .await
         .expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_containers_kills_tasks_and_shims() {
+    let dir = TestDir::new();
+    let rootfs = dir.busybox_rootfs();
+    let supervisor = Supervisor::start(dir.config()).await.expect("start");
+    let client = connect(&supervisor, &dir).await;
+    let spec = SpecBuilder::new(&rootfs).args(["sleep", "1000"]).build();
+    let container = client
+        .create_container("doomed", spec)
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start task");
+    let task_pid = task.pid();
+    let socket = supervisor.socket().display().to_string();
+    client.shutdown(Duration::from_secs(5)).await;
+    let shims_before = shims_of(&socket);
+
+    supervisor
+        .stop(Duration::from_secs(5), Containers::Stop)
+        .await
+        .expect("stop");
+    let shims_after = shims_of(&socket);
+
+    assert_eq!(shims_before.len(), 1, "one shim ran: {shims_before:?}");
+    assert!(shims_after.is_empty(), "shims left: {shims_after:?}");
+    assert!(!is_running(task_pid), "the container's process was killed");
+}
+
+/// Lists the live processes whose command line is a containerd shim of `socket`.
+fn shims_of(socket: &str) -> Vec<u32> {
+    let marker = format!("-address {socket} ");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| is_running(pid))
+        .filter(|&pid| {
+            let line = command_line(pid);
+            line.contains("containerd-shim")
+        })
+        .filter(|&pid| command_line(pid).contains(&marker))
+        .collect()
+}
+
+/// Reports whether `pid` is a process that is neither gone nor a zombie.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(!matches!(state, 'Z' | 'X'))
+        })
+        .unwrap_or(false)
+}
