@@ -92,9 +92,9 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
     }
 }
 
-/// The text after keel's message: containerd's own message when containerd rejected the
-/// request, and the next step for the user. keel's own rejections already end with the
-/// next step.
+/// Returns the text after keel's message: containerd's own message when containerd rejected
+/// the request, and the next step for the user. keel's own rejections already end with the
+/// next step, so they get nothing.
 fn detail(error: &keel::Error) -> String {
     match error {
         keel::Error::Rejected { .. } => String::new(),

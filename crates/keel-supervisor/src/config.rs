@@ -19,7 +19,7 @@ const DISABLED_PLUGINS: &[&str] = &[
 /// The gRPC message size limit in both directions, 16 MiB, as Docker configures its containerd.
 pub const DEFAULT_MESSAGE_SIZE: u32 = 16 * 1024 * 1024;
 
-/// What the supervisor does when containerd lives but stops answering health checks.
+/// The supervisor's response to a containerd that lives but keeps failing health checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HungPolicy {
     /// Reports the hang and keeps checking; containerd is left alone.
@@ -30,7 +30,7 @@ pub enum HungPolicy {
     DumpAndRestart,
 }
 
-/// Where containerd's standard output and error go.
+/// The destination of containerd's standard output and error.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ContainerdOutput {
     /// Each line becomes a `tracing` event with the target `containerd`. The pipes close when
@@ -95,7 +95,7 @@ pub struct SupervisorConfig {
     /// The `PATH` containerd and its shims run with, which is where the shim finds runc. `None`
     /// passes on the supervisor's own `PATH`.
     pub path_env: Option<OsString>,
-    /// How long a started containerd may take to answer its first health check.
+    /// How long a started containerd may take to pass its first health check.
     pub start_timeout: Duration,
     /// The time between health checks of a serving containerd.
     pub health_interval: Duration,
@@ -104,14 +104,14 @@ pub struct SupervisorConfig {
     /// How long health checks must keep failing while the process lives before containerd
     /// counts as hung.
     pub hung_after: Duration,
-    /// What to do with a hung containerd.
+    /// The response to a hung containerd.
     pub hung_policy: HungPolicy,
     /// How long [`HungPolicy::DumpAndRestart`] waits between SIGUSR1 and SIGKILL, so the
     /// goroutine dump reaches the log.
     pub dump_wait: Duration,
     /// The delays between restarts.
     pub restart_backoff: RestartBackoff,
-    /// Where containerd's output goes.
+    /// The destination of containerd's output.
     pub output: ContainerdOutput,
     /// Starts containerd in a process group of its own, so a terminal's Ctrl-C or hang-up
     /// that reaches the supervising process does not reach containerd.

@@ -50,7 +50,7 @@ pub enum SupervisorError {
         socket: PathBuf,
     },
 
-    /// containerd did not answer a health check within the start-up timeout.
+    /// containerd did not pass a health check within the start-up timeout.
     #[error(
         "containerd (pid {pid}) did not serve on {socket} within {timeout_ms}ms; see its log or raise the start timeout"
     )]

@@ -1,5 +1,5 @@
-//! What the supervisor reports: events on a broadcast channel and to registered callbacks, and
-//! the current status on a `watch` channel.
+//! The supervisor's reports: events on a broadcast channel and to registered callbacks, and the
+//! current status on a `watch` channel.
 
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,7 +50,7 @@ pub enum SupervisorEvent {
         /// containerd's pid.
         pid: u32,
     },
-    /// A hung containerd answers health checks again.
+    /// A hung containerd passes health checks again.
     Recovered {
         /// containerd's pid.
         pid: u32,
@@ -73,12 +73,12 @@ impl SupervisorEvent {
 /// The supervised containerd's current state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SupervisorStatus {
-    /// containerd answers health checks.
+    /// containerd passes health checks.
     Serving {
         /// containerd's pid.
         pid: u32,
     },
-    /// containerd lives but does not answer health checks.
+    /// containerd lives but fails health checks.
     Hung {
         /// containerd's pid.
         pid: u32,

@@ -13,8 +13,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Returns true when containerd on `socket` answers the health check with `SERVING` within
-/// `timeout`.
+/// Returns true when containerd on `socket` responds to the health check with `SERVING`
+/// within `timeout`.
 pub(crate) async fn is_serving(socket: &Path, timeout: Duration) -> bool {
     let check = async {
         let target = socket.to_owned();

@@ -22,7 +22,7 @@ use crate::process::ContainerdProcess;
 /// How long an adopted but unresponsive containerd may take to die after SIGKILL.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How a serving containerd was obtained.
+/// The origin of a serving containerd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     Started,

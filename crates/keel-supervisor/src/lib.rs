@@ -2,7 +2,7 @@
 //! when it dies, handled by a chosen policy when it hangs, and stopped on request.
 //!
 //! [`Supervisor::start`] adopts the containerd its pidfile names when that process runs the
-//! configured binary with our config file and answers on our socket, and otherwise starts a
+//! configured binary with our config file and serves on our socket, and otherwise starts a
 //! new one. The supervisor sees a death at once (the child's exit status, or a pidfd for an
 //! adopted process) and restarts containerd at once, with a doubling delay while it keeps
 //! dying. Health checks that keep failing while the process lives mark it hung, and

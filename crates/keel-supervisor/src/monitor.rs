@@ -29,7 +29,7 @@ use crate::shims::stop_tasks_and_shims;
 /// How long containerd may take to die after SIGKILL before the stop gives up waiting.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What happens to the containers when the supervisor stops containerd.
+/// The fate of the containers when the supervisor stops containerd.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Containers {
     /// Shims and containers keep running, and the next containerd on the same folders picks
@@ -51,7 +51,7 @@ pub(crate) enum Command {
     },
 }
 
-/// What ended a watch.
+/// The reason a watch ended.
 enum Watched {
     Died(Option<ExitStatus>),
     Hung,
@@ -59,7 +59,7 @@ enum Watched {
     HandleDropped,
 }
 
-/// What ended the restarts after a death.
+/// The reason the restarts after a death ended.
 enum AfterDeath {
     Serving,
     Command(Command),
@@ -99,7 +99,7 @@ impl Monitor {
 
     /// Checks health every `health_interval` until containerd dies, hangs, or a command
     /// arrives. A hung containerd under [`HungPolicy::Wait`] is watched on, and reported as
-    /// recovered when it answers again.
+    /// recovered when it serves again.
     async fn watch(&mut self) -> Watched {
         let Some(process) = self.process.as_mut() else {
             return Watched::Died(None);
@@ -162,7 +162,7 @@ impl Monitor {
         }
     }
 
-    /// Dumps and kills a hung containerd; the next watch then sees its death and restarts it.
+    /// Dumps and kills a hung containerd. The next watch then observes its death and restarts it.
     async fn handle_hang(&mut self) {
         if let Some(process) = &self.process {
             dump_and_kill(process, self.config.dump_wait).await;

@@ -3,7 +3,7 @@
 //!
 //! A pidfile can outlive its process, and the pid can then name anything. A process is adopted
 //! only when `/proc/<pid>/exe` is the configured containerd binary and its command line passes
-//! our generated config file; the caller then also checks that our socket answers. The pidfd is
+//! our generated config file. The caller then also checks that our socket serves. The pidfd is
 //! opened before the checks, so the process checked is the one later watched.
 
 use std::fs;
@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::error::SupervisorError;
 
-/// Returns the pid in `pidfile`, or `None` when the file is missing or holds no pid.
+/// Returns the pid in `pidfile`, or `None` when the file is missing or contains no pid.
 pub(crate) fn read(pidfile: &Path) -> Option<u32> {
     let text = fs::read_to_string(pidfile).ok()?;
     text.trim().parse().ok().filter(|&pid| pid > 0)

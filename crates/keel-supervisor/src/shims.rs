@@ -118,8 +118,8 @@ fn delete_runc_container(bundle: &TaskBundle, config: &SupervisorConfig) {
 }
 
 /// Returns the runc binary and runc root the shim uses for the bundle's task. The shim writes
-/// the container's runc options to `options.json`; its `binary_name` and `root` override the
-/// defaults, and the root gets the namespace appended, as the shim does.
+/// the container's runc options to `options.json`. Their `binary_name` and `root` override the
+/// defaults, and the shim appends the namespace to the root.
 fn runc_binary_and_root(bundle: &TaskBundle) -> (String, PathBuf) {
     let options = fs::read(bundle.path.join("options.json"))
         .ok()

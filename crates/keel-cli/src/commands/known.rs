@@ -1,9 +1,9 @@
 //! The containers of a namespace that have a bundle folder in keel's client folder.
 //!
-//! NOTE: the keel facade has no call that lists containerd's containers yet, so `keel ps` and
-//! `keel events` see the containers whose bundle folders exist under keel's client folder:
-//! those created through keel with the same `--state-dir`, and not those created by other
-//! clients of the same containerd.
+//! NOTE: the keel facade has no call that lists containerd's containers yet. So `keel ps` and
+//! `keel events` see only the containers whose bundle folders exist under keel's client
+//! folder, which are those created through keel with the same `--state-dir`. Containers of
+//! other clients of the same containerd are missing.
 
 use crate::connect::Paths;
 
