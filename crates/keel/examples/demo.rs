@@ -1,14 +1,26 @@
-//! Runs one real container through keel on a private containerd: create, start, read its
-//! output, receive its events, delete. Started by `cargo xtask demo`.
+//! Runs one real container through keel, start to finish, on a containerd that keel's own
+//! supervisor starts and watches. Started by `cargo xtask demo`; `RUST_LOG=info` shows
+//! containerd's own output too.
+//!
+//! Everything lives in a fresh folder under `/tmp`, which the demo removes at the end, also
+//! after a failure or Ctrl-C.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use keel::spec::SpecBuilder;
 use keel::{Backend, Client, ClientOptions, ContainerEvent, Event, StdioRequest};
-use keel_testkit::PrivateContainerd;
+use keel_supervisor::{Containers, Supervisor, SupervisorConfig};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+
+/// The namespace the demo works in.
+const NAMESPACE: &str = "keel-demo";
+
+/// How long the supervisor waits for containerd to exit on SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Forwards every event to the demo's main task.
 struct ChannelBackend(mpsc::UnboundedSender<ContainerEvent>);
@@ -25,37 +37,60 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,containerd=error")),
         )
         .init();
-    let started = Instant::now();
-    let containerd = PrivateContainerd::start()
-        .await
-        .context("cannot start a private containerd")?;
-    println!(
-        "{:>8.1} ms  private containerd serving on {}",
-        ms(started.elapsed()),
-        containerd.socket().display()
-    );
+    let folder = PathBuf::from(format!("/tmp/keel-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot make {}", folder.display()))?;
 
     let result = tokio::select! {
-        result = run(&containerd) => result,
+        result = run(&folder) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    containerd.stop().await;
-    println!("private containerd stopped and its folders removed");
+    // The supervisor stopped containerd inside `run`, or was dropped with it on Ctrl-C, which
+    // kills its child; what remains is the folder.
+    remove_folder(&folder);
     result
 }
 
-async fn run(containerd: &PrivateContainerd) -> anyhow::Result<()> {
+async fn run(folder: &Path) -> anyhow::Result<()> {
+    let step = Instant::now();
+    let config = SupervisorConfig::new(folder.join("containerd"), folder.join("run"));
+    let supervisor = Supervisor::start(config)
+        .await
+        .context("keel's supervisor cannot start containerd")?;
+    println!(
+        "{:>8.1} ms  supervised containerd serving on {}, pid {}",
+        ms(step.elapsed()),
+        supervisor.socket().display(),
+        supervisor.pid().unwrap_or_default()
+    );
+
+    let outcome = run_container(folder, &supervisor).await;
+    supervisor
+        .stop(STOP_GRACE, Containers::Stop)
+        .await
+        .context("cannot stop containerd")?;
+    println!("            containerd stopped");
+    outcome
+}
+
+async fn run_container(folder: &Path, supervisor: &Supervisor) -> anyhow::Result<()> {
     let (sender, mut events) = mpsc::unbounded_channel();
-    let namespace = containerd.new_namespace();
-    let options = ClientOptions::new(containerd.socket(), namespace.as_str())
-        .state_dir(containerd.client_state_dir());
-    let rootfs = containerd.busybox_rootfs()?;
+    let rootfs = busybox_rootfs(&folder.join("rootfs"))?;
+    let options =
+        ClientOptions::new(supervisor.socket(), NAMESPACE).state_dir(folder.join("client"));
 
     let step = Instant::now();
     let client = Client::connect_with(options, ChannelBackend(sender)).await?;
+    // A restarted containerd is used at once rather than at the next health check.
+    let notified = Arc::new(client.clone());
+    supervisor.on_event(move |event| {
+        if event.is_serving_again() {
+            notified.notify_containerd_restarted();
+        }
+    });
     let version = client.version().await?;
     println!(
         "{:>8.1} ms  connected to containerd {}",
@@ -116,6 +151,32 @@ async fn run(containerd: &PrivateContainerd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds a root folder from the static busybox, with a link for every applet.
+fn busybox_rootfs(rootfs: &Path) -> anyhow::Result<PathBuf> {
+    let bin = rootfs.join("bin");
+    for folder in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(folder))?;
+    }
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .context("cannot copy /bin/busybox: install it with `apt-get install busybox-static`")?;
+    let applets = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+        }
+    }
+    Ok(rootfs.to_owned())
+}
+
+fn remove_folder(folder: &Path) {
+    match std::fs::remove_dir_all(folder) {
+        Ok(()) => println!("            removed {}", folder.display()),
+        Err(error) => eprintln!("cannot remove {}: {error}", folder.display()),
+    }
+}
+
 fn describe(event: &Event) -> String {
     match event {
         Event::Exited {
@@ -123,9 +184,7 @@ fn describe(event: &Event) -> String {
             pid,
             status,
             ..
-        } => {
-            format!("exit of {process}, pid {pid}, code {}", status.code)
-        }
+        } => format!("exit of {process}, pid {pid}, code {}", status.code),
         other => format!("{other:?}"),
     }
 }
