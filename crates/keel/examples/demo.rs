@@ -44,12 +44,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&folder)
         .with_context(|| format!("cannot make {}", folder.display()))?;
 
-    let result = tokio::select! {
-        result = run(&folder) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    // The supervisor stopped containerd inside `run`, or was dropped with it on Ctrl-C, which
-    // kills its child; what remains is the folder.
+    let result = run(&folder).await;
     remove_folder(&folder);
     result
 }
@@ -67,7 +62,12 @@ async fn run(folder: &Path) -> anyhow::Result<()> {
         supervisor.pid().unwrap_or_default()
     );
 
-    let outcome = run_container(folder, &supervisor).await;
+    // On Ctrl-C the container work stops where it is; the stop below then removes the
+    // container's task and shim with containerd, because a dropped supervisor leaves them.
+    let outcome = tokio::select! {
+        outcome = run_container(folder, &supervisor) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     supervisor
         .stop(STOP_GRACE, Containers::Stop)
         .await
