@@ -4,14 +4,20 @@
 //! process from containerd and removes its FIFOs, so the id can be used again; the exit
 //! status stays known for `wait` and `delete` until the id is reused.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use containerd_client::services::v1::{DeleteProcessRequest, ExecProcessRequest, StartRequest};
+use containerd_client::services::v1::{
+    DeleteProcessRequest, ExecProcessRequest, StartRequest, WaitRequest,
+};
+use keel_connection::call_with_deadline;
 use keel_types::{Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId};
 
 use crate::actor::{ContainerState, CreateExec, system_time};
 use crate::process::ProcessState;
 use crate::stdio::{FifoSet, ProcessIo};
+
+/// How long a failed exec start waits for an exit of the init process that may have caused it.
+const INIT_EXIT_GRACE: Duration = Duration::from_millis(200);
 
 /// The type URL containerd expects for an OCI process spec.
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
@@ -124,7 +130,7 @@ impl ContainerState {
             Ok(response) => response.pid,
             Err(error) => {
                 self.discard_exec(&exec_id).await;
-                return Err(error);
+                return Err(self.exec_start_error(&process, error).await);
             }
         };
         let now = SystemTime::now();
@@ -140,16 +146,57 @@ impl ContainerState {
         Ok(pid)
     }
 
+    /// Turns the failed start of an exec into failed precondition when the task's init process
+    /// has stopped, the kind of an exec into a stopped task. runc 1.1 fails an exec racing its
+    /// container's exit with one of several messages (it cannot join the namespaces of a dead
+    /// process), all with gRPC code `Unknown`, so containerd's state decides, not the message.
+    async fn exec_start_error(&self, process: &ProcessId, error: Error) -> Error {
+        if error.kind() != ErrorKind::Internal {
+            return error;
+        }
+        if !self.init_has_exited().await {
+            return error;
+        }
+        let detail = match &error {
+            Error::Containerd { source, .. } => source.message().to_owned(),
+            other => other.to_string(),
+        };
+        let reason = format!("the task stopped while the exec started: {detail}");
+        self.rejected_for(
+            Operation::StartExec,
+            process,
+            ErrorKind::FailedPrecondition,
+            &reason,
+        )
+    }
+
+    /// Returns true when the init process has exited or exits within [`INIT_EXIT_GRACE`]:
+    /// the shim may record an exit a moment after runc saw the process die.
+    async fn init_has_exited(&self) -> bool {
+        let request = WaitRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: String::new(),
+        };
+        let mut tasks = self.services.tasks();
+        let wait = tasks.wait(request);
+        match call_with_deadline(Operation::Wait, &self.target, INIT_EXIT_GRACE, wait).await {
+            Ok(_) => true,
+            Err(error) => error.kind() == ErrorKind::NotFound,
+        }
+    }
+
     /// Deletes an exec whose start failed, and its FIFOs.
     async fn discard_exec(&mut self, exec_id: &ExecId) {
         let _ = self.delete_exec_process(exec_id).await;
+        let target = self.process_target(&ProcessId::Exec(exec_id.clone()));
         let Some(task) = self.task.as_mut() else {
             return;
         };
-        if let Some(mut exec) = task.execs.remove(exec_id) {
+        // The exec stays, marked deleted, so that its add event, which containerd may send
+        // after the failed start, does not bring it back as a process that never exits.
+        if let Some(exec) = task.execs.get_mut(exec_id) {
+            exec.deleted = true;
             exec.fifos.remove();
-            let process = ProcessId::Exec(exec_id.clone());
-            let target = self.process_target(&process);
             exec.fail_waiters(|| Error::Rejected {
                 operation: Operation::Wait,
                 target: target.clone(),

@@ -175,7 +175,17 @@ impl ContainerState {
         let Some(process) = process else {
             return Ok(());
         };
-        let mut task = TaskState::new(FifoSet::default());
+        // Adopting the init FIFOs lets the task delete remove them, as for a task keel created.
+        let paths = [
+            process.stdin.as_str(),
+            process.stdout.as_str(),
+            process.stderr.as_str(),
+        ];
+        let fifos = FifoSet::adopt(&self.bundle_dir, paths).unwrap_or_else(|error| {
+            tracing::warn!(container_id = %self.container_id, %error, "cannot adopt the FIFOs of the loaded task");
+            FifoSet::default()
+        });
+        let mut task = TaskState::new(fifos);
         task.init.mark_created(process.pid);
         if process.status != TaskStatus::Created as i32 {
             task.init.mark_started(process.pid);
@@ -399,10 +409,12 @@ impl ContainerState {
 
     pub(crate) fn wait(&mut self, process: &ProcessId, reply: Reply<ExitStatus>) {
         let tracker = self.tracker.clone();
+        // A deleted exec without an exit is one whose start failed: it will never exit.
         let Some(state) = self
             .task
             .as_mut()
             .and_then(|task| task.process_mut(process))
+            .filter(|state| !state.deleted || state.exit_status().is_some())
         else {
             let error = self.rejected_for(
                 Operation::Wait,
