@@ -54,13 +54,20 @@ struct Failures {
     bad_overrides: Vec<&'static str>,
 }
 
-/// Prints one line per program, and installs the packages when one is missing.
+/// Prints one line per program, installs the packages when one is missing, and then prepares
+/// criu (see [`crate::criu`]).
 ///
 /// # Errors
 ///
 /// Returns an error when a program is missing and the user is not root (the message contains
-/// the install command), when apt-get fails, or when a program is still missing afterwards.
+/// the install command), when apt-get fails, when a program is still missing afterwards, or
+/// when preparing criu fails.
 pub fn run() -> anyhow::Result<()> {
+    install_missing()?;
+    crate::criu::prepare()
+}
+
+fn install_missing() -> anyhow::Result<()> {
     let failures = check_all();
     if !failures.bad_overrides.is_empty() {
         bail!(
@@ -225,7 +232,7 @@ fn is_executable_file(path: &Path) -> bool {
 }
 
 /// Reports whether the effective user id, read from `/proc/self/status`, is 0.
-fn is_root() -> anyhow::Result<bool> {
+pub(crate) fn is_root() -> anyhow::Result<bool> {
     let status =
         fs::read_to_string("/proc/self/status").context("failed to read /proc/self/status")?;
     // The line is "Uid:" followed by the real, effective, saved and file-system user ids.
