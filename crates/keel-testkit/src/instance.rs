@@ -58,7 +58,9 @@ static NAMESPACE_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// It needs root, containerd, the runc v2 shim, runc, and for
 /// [`busybox_rootfs`](Self::busybox_rootfs) a static busybox. `KEEL_CONTAINERD` overrides the
-/// containerd binary and `KEEL_BUSYBOX` the busybox binary.
+/// containerd binary and `KEEL_BUSYBOX` the busybox binary. For checkpoint and restore, runc
+/// uses the criu in `KEEL_CRIU_DIR`, or else the one `cargo xtask setup` prepares in the
+/// workspace's `target/criu/bin`, or else the one on `PATH`.
 ///
 /// NOTE: containerd is a plain child process. If the test process dies without unwinding
 /// (SIGKILL, abort), containerd and the folder stay behind.

@@ -19,4 +19,4 @@ pub use error::TestkitError;
 pub use instance::PrivateContainerd;
 pub use leftovers::fifo_count;
 pub use process::is_process_alive;
-pub use programs::{BUSYBOX_ENV, CONTAINERD_ENV};
+pub use programs::{BUSYBOX_ENV, CONTAINERD_ENV, CRIU_DIR_ENV};

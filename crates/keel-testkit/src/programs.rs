@@ -17,6 +17,14 @@ pub const BUSYBOX_ENV: &str = "KEEL_BUSYBOX";
 /// The busybox binary used when [`BUSYBOX_ENV`] is not set. Debian's busybox-static installs it.
 const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
+/// The environment variable that names a folder with a `criu` executable, put first on
+/// containerd's `PATH` so runc uses that criu for checkpoint and restore.
+pub const CRIU_DIR_ENV: &str = "KEEL_CRIU_DIR";
+
+/// The folder where `cargo xtask setup` prepares criu, used when [`CRIU_DIR_ENV`] is not set and
+/// the folder contains a `criu` executable.
+const DEFAULT_CRIU_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/criu/bin");
+
 /// The programs one private containerd runs, and the `PATH` it runs them with.
 #[derive(Clone, Debug)]
 pub(crate) struct Programs {
@@ -50,8 +58,41 @@ impl Programs {
             .ok_or_else(|| not_on_path("containerd-shim-runc-v2", "containerd", None))?;
         find_on_path("runc", &path).ok_or_else(|| not_on_path("runc", "runc", None))?;
 
+        let path = match find_criu_dir()? {
+            Some(criu_dir) => prepend_folder(criu_dir, &path),
+            None => path,
+        };
         Ok(Self { containerd, path })
     }
+}
+
+/// Returns the folder of the criu runc should use: [`CRIU_DIR_ENV`] if set, else the folder
+/// `cargo xtask setup` prepares when it contains a criu, else `None` (runc then finds criu on
+/// the inherited `PATH`, if at all).
+fn find_criu_dir() -> Result<Option<PathBuf>, TestkitError> {
+    if let Some(value) = env::var_os(CRIU_DIR_ENV) {
+        let folder = PathBuf::from(value);
+        if !is_executable_file(&folder.join("criu")) {
+            return Err(TestkitError::ProgramNotFound {
+                program: "criu",
+                location: format!("in {} (from {CRIU_DIR_ENV})", folder.display()),
+                remedy: format!(
+                    "point {CRIU_DIR_ENV} at a folder with a criu executable, or unset it to use \
+                     the criu `cargo xtask setup` prepares"
+                ),
+            });
+        }
+        return Ok(Some(folder));
+    }
+    let folder = Path::new(DEFAULT_CRIU_DIR);
+    if !is_executable_file(&folder.join("criu")) {
+        return Ok(None);
+    }
+    // The folder is named relative to this crate's manifest, and a PATH entry reads better
+    // without `..`.
+    Ok(Some(
+        folder.canonicalize().unwrap_or_else(|_| folder.to_owned()),
+    ))
 }
 
 /// Returns the busybox binary: [`BUSYBOX_ENV`] if set, else `/bin/busybox`.
@@ -125,7 +166,12 @@ fn not_on_path(
 /// Puts the folder of `binary` in front of `path`.
 fn prepend_parent(binary: &Path, path: &OsString) -> OsString {
     let parent = binary.parent().map(Path::to_path_buf).unwrap_or_default();
-    let folders = std::iter::once(parent).chain(env::split_paths(path));
+    prepend_folder(parent, path)
+}
+
+/// Puts `folder` in front of `path`.
+fn prepend_folder(folder: PathBuf, path: &OsString) -> OsString {
+    let folders = std::iter::once(folder).chain(env::split_paths(path));
     // Joining fails only when a folder contains ':', and then the inherited PATH still works.
     env::join_paths(folders).unwrap_or_else(|_| path.clone())
 }
@@ -155,6 +201,14 @@ mod tests {
     fn prepend_parent_puts_binary_folder_first() {
         let path = prepend_parent(Path::new("/opt/c17/bin/containerd"), &"/usr/bin".into());
         assert_eq!(path, OsString::from("/opt/c17/bin:/usr/bin"));
+    }
+
+    #[test]
+    fn default_criu_dir_is_in_workspace_target() {
+        let workspace = Path::new(DEFAULT_CRIU_DIR).join("../../..");
+        let manifest = std::fs::read_to_string(workspace.join("Cargo.toml"));
+        assert!(manifest.is_ok_and(|text| text.contains("[workspace]")));
+        assert!(DEFAULT_CRIU_DIR.ends_with("/target/criu/bin"));
     }
 
     #[test]
