@@ -12,7 +12,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::Status as TaskStatus;
 use keel_types::{
-    Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, SyntheticReason,
+    ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, SyntheticReason,
 };
 use ractor::ActorRef;
 
@@ -37,6 +37,12 @@ const INIT_FIFO_PREFIX: &str = "init";
 
 /// SIGKILL's number.
 const SIGKILL: u32 = 9;
+
+/// The logs criu writes into its work folder when checkpointing and restoring.
+const CRIU_LOG_FILES: [&str; 2] = ["dump.log", "restore.log"];
+
+/// How many lines of a criu log a failed checkpoint or restore writes to the log.
+const CRIU_LOG_TAIL_LINES: usize = 30;
 
 /// A task and its processes.
 #[derive(Debug)]
@@ -252,31 +258,53 @@ impl ContainerState {
         };
         let mut tasks = self.services.tasks();
         let result = self.call(operation, tasks.create(create)).await;
-        if let Some(work_dir) = work_dir {
-            remove_work_dir(&work_dir);
-        }
         let response = match result {
             Ok(response) => response,
             Err(error) => {
+                if let Some(work_dir) = work_dir {
+                    remove_work_dir(&self.container_id, &work_dir, true);
+                }
                 drop(io);
                 fifos.remove();
                 return Err(error);
             }
         };
-        let pid = response.pid;
         let mut task = task;
-        task.init.mark_created(pid);
-        if request.restore_from.is_some() {
-            // A restored task runs as soon as it is created.
+        if request.restore_from.is_none() {
+            let pid = response.pid;
+            task.init.mark_created(pid);
+            self.task = Some(task);
+            self.deliver(Event::Created { pid }, SystemTime::now())
+                .await;
+            return Ok((io, pid));
+        }
+
+        // containerd 1.6's runc shim only records the image at create and runs `runc restore`
+        // at start, which needs the criu work folder and returns the restored pid.
+        self.task = Some(task);
+        let start = StartRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: String::new(),
+        };
+        let started = self.call(operation, tasks.start(start)).await;
+        if let Some(work_dir) = work_dir {
+            remove_work_dir(&self.container_id, &work_dir, started.is_err());
+        }
+        let pid = match started {
+            Ok(response) => response.pid,
+            Err(error) => {
+                drop(io);
+                self.discard_failed_task().await;
+                return Err(error);
+            }
+        };
+        if let Some(task) = self.task.as_mut() {
+            task.init.mark_created(pid);
             task.init.mark_started(pid);
         }
-        self.task = Some(task);
-        self.deliver(Event::Created { pid }, SystemTime::now())
-            .await;
-        if request.restore_from.is_some() {
-            self.deliver(Event::Started { pid }, SystemTime::now())
-                .await;
-        }
+        let now = SystemTime::now();
+        self.deliver(Event::Created { pid }, now).await;
+        self.deliver(Event::Started { pid }, now).await;
         Ok((io, pid))
     }
 
@@ -610,7 +638,7 @@ impl ContainerState {
         let result = self
             .call(Operation::Checkpoint, tasks.checkpoint(request))
             .await;
-        remove_work_dir(&work_dir);
+        remove_work_dir(&self.container_id, &work_dir, result.is_err());
         result.map(drop)
     }
 
@@ -720,10 +748,22 @@ impl ContainerState {
     }
 }
 
-/// Removes a criu work folder keel made, with the logs criu left in it.
-fn remove_work_dir(dir: &Path) {
+/// Removes a criu work folder keel made, with the logs criu left in it. After a failed call
+/// it first logs the end of each criu log, because runc's error names a log in this folder.
+fn remove_work_dir(container_id: &ContainerId, dir: &Path, failed: bool) {
+    if failed {
+        for name in CRIU_LOG_FILES {
+            let path = dir.join(name);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(CRIU_LOG_TAIL_LINES)..].join("\n");
+            tracing::warn!(%container_id, path = %path.display(), log = %tail, "criu failed");
+        }
+    }
     if let Err(error) = std::fs::remove_dir_all(dir) {
-        tracing::warn!(path = %dir.display(), %error, "cannot remove criu work folder");
+        tracing::warn!(%container_id, path = %dir.display(), %error, "cannot remove criu work folder");
     }
 }
 
