@@ -144,6 +144,16 @@ impl Harness {
         self.ctr(&["tasks", "list", "--quiet"])
     }
 
+    /// Lists the digests of the blobs of this namespace in containerd's content store.
+    pub fn containerd_content(&self) -> Vec<String> {
+        self.ctr(&["content", "list", "--quiet"])
+    }
+
+    /// Lists the ids of containerd's leases in this namespace.
+    pub fn containerd_leases(&self) -> Vec<String> {
+        self.ctr(&["leases", "list", "--quiet"])
+    }
+
     fn ctr(&self, args: &[&str]) -> Vec<String> {
         let output = std::process::Command::new("ctr")
             .arg("--address")
