@@ -24,8 +24,10 @@ const SIGKILL: u32 = 9;
 
 async fn read_all(stream: Option<keel::OutputStream>) -> Vec<u8> {
     let mut bytes = Vec::new();
-    if let Some(mut stream) = stream {
-        stream.read_to_end(&mut bytes).await.expect("read stream");
+    if let Some(mut stream) = stream
+        && let Err(error) = stream.read_to_end(&mut bytes).await
+    {
+        panic!("cannot read stream: {error}");
     }
     bytes
 }
