@@ -4,7 +4,9 @@
 //! step can be rerun by hand. A failing program's exit code becomes the exit code of xtask.
 
 mod bench;
+mod chaos;
 mod command;
+mod containerd17;
 mod criu;
 mod fuzz;
 mod setup;
@@ -23,7 +25,7 @@ use crate::command::{CommandFailed, cargo};
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
-    about = "Developer commands of the keel workspace: setup, demo, test, tidy, bench"
+    about = "Developer commands of the keel workspace: setup, demo, test, tidy, bench, chaos"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +54,29 @@ enum Task {
         #[arg(long)]
         smoke: bool,
     },
+    /// Run setup, then the long fault tests: containerd down for --outage-secs around an
+    /// exit, --restart-loops restarts around exits, and --lifecycles container lifecycles while
+    /// containerd is killed at seeded random moments.
+    Chaos {
+        /// Container lifecycles of the chaos test.
+        #[arg(long, default_value_t = 1000)]
+        lifecycles: u32,
+        /// Seed of the chaos test, to repeat a run; printed when picked from the clock.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Seconds containerd stays down while a container exits.
+        #[arg(long, default_value_t = 60)]
+        outage_secs: u32,
+        /// containerd restarts around a container's exit.
+        #[arg(long, default_value_t = 50)]
+        restart_loops: u32,
+        /// Use containerd 1.7 from Debian trixie, unpacked into target/containerd-1.7.
+        #[arg(long)]
+        containerd_1_7: bool,
+    },
+    /// Run setup, then every test against a real containerd with containerd 1.7 from Debian
+    /// trixie, unpacked into target/containerd-1.7.
+    TestContainerd17,
     /// Run the property tests of the decoders and input checks with many random cases.
     Fuzz {
         /// Random inputs per property.
@@ -76,6 +101,23 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Test => test(&root),
         Task::Tidy => tidy::run(&root),
         Task::Fuzz { cases } => fuzz::run(&root, cases),
+        Task::Chaos {
+            lifecycles,
+            seed,
+            outage_secs,
+            restart_loops,
+            containerd_1_7,
+        } => {
+            let options = chaos::Options {
+                lifecycles,
+                seed,
+                outage_secs,
+                restart_loops,
+                containerd_1_7,
+            };
+            chaos::run(&root, &options)
+        }
+        Task::TestContainerd17 => containerd17::test(&root),
         Task::Bench { quick, smoke } => {
             let size = match (quick, smoke) {
                 (_, true) => bench::Size::Smoke,
@@ -140,7 +182,15 @@ mod tests {
 
     #[test]
     fn cli_parses_every_task() {
-        for task in ["setup", "demo", "test", "tidy", "bench"] {
+        for task in [
+            "setup",
+            "demo",
+            "test",
+            "tidy",
+            "bench",
+            "chaos",
+            "test-containerd17",
+        ] {
             assert!(Cli::try_parse_from(["xtask", task]).is_ok(), "{task}");
         }
     }

@@ -51,6 +51,7 @@ impl ContainerState {
                     .await;
                 self.hold_or_release_init_exit(myself).await;
             }
+            Event::Deleted { .. } if self.task.is_none() => {}
             Event::Deleted { pid } if self.is_current_init(pid) => {
                 self.forget_deleted_task(pid, timestamp).await;
             }
@@ -173,7 +174,7 @@ impl ContainerState {
             return;
         };
         // An event of an earlier process in this slot (the previous task of the container, or
-        // an exec id used again) can arrive after the new one started; its pid tells it apart.
+        // an exec id used again) can arrive after the new one started. Its pid differs.
         if pid != 0 && state.pid.is_some_and(|known| known != 0 && known != pid) {
             tracing::debug!(container_id = %self.container_id, %process, pid, "exit of an earlier process ignored");
             return;
@@ -266,10 +267,10 @@ impl ContainerState {
     /// Asks containerd for the state of every process that has not reported an exit, and
     /// reports the exits that happened while no event stream was open.
     ///
-    /// The init process is asked even after its exit, because containerd may have deleted
-    /// the task meanwhile (its shim died, or a delete whose reply was lost went through); keel
-    /// then forgets the task as if the delete event had arrived. A container without a task
-    /// in keel adopts the one containerd may have created for a request whose reply was lost.
+    /// The init process is checked even after its exit, because containerd may have deleted
+    /// the task meanwhile: its shim died, or a delete whose reply was lost went through. keel
+    /// then drops the task as if the delete event had arrived. A container without a task in
+    /// keel adopts the one containerd may have created for a request whose reply was lost.
     pub(crate) async fn reconcile(&mut self, myself: &ActorRef<ContainerMsg>) {
         let Some(task) = self.task.as_ref() else {
             if let Err(error) = self.adopt_untracked_task().await {
@@ -363,6 +364,29 @@ impl ContainerState {
             self.rejected(Operation::Wait, ErrorKind::NotFound, "the task was deleted")
         });
         self.deliver(Event::Deleted { pid }, at).await;
+    }
+
+    /// Forgets a task that keel tracks but containerd no longer has, after `error` said so.
+    /// Returns the init exit status, recording a synthetic one first when no source reported
+    /// the exit; returns `error` when keel tracks no task.
+    pub(crate) async fn forget_vanished_task(&mut self, error: Error) -> Result<ExitStatus, Error> {
+        let Some(task) = self.task.as_ref() else {
+            return Err(error);
+        };
+        let pid = task.init.pid.unwrap_or(0);
+        let now = SystemTime::now();
+        if task.init.exit_status().is_none() {
+            let status = ExitStatus {
+                code: SyntheticReason::EXIT_CODE,
+                exited_at: now,
+            };
+            let reason = Some(SyntheticReason::TaskVanished);
+            self.record_exit(ProcessId::Init, 0, status, reason, now)
+                .await;
+        }
+        let status = self.task.as_ref().and_then(|task| task.init.exit_status());
+        self.forget_deleted_task(pid, now).await;
+        status.ok_or(error)
     }
 
     /// Returns true when keel tracks a task whose init process has `pid`, or whose pid is not

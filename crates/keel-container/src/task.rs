@@ -647,9 +647,18 @@ impl ContainerState {
             container_id: self.container_id.to_string(),
         };
         let mut tasks = self.services.tasks();
-        let response = self
+        let response = match self
             .call(Operation::DeleteTask, tasks.delete(request))
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            // A delete whose reply was lost, or containerd's clean-up after a dead shim,
+            // removed the task already.
+            Err(error) if error.kind() == ErrorKind::NotFound && self.task.is_some() => {
+                return self.forget_vanished_task(error).await;
+            }
+            Err(error) => return Err(error),
+        };
         let status = ExitStatus {
             code: response.exit_status,
             exited_at: system_time(response.exited_at),
@@ -698,8 +707,17 @@ impl ContainerState {
             id: self.container_id.to_string(),
         };
         let mut containers = self.services.containers();
-        self.call(Operation::DeleteContainer, containers.delete(request))
-            .await?;
+        match self
+            .call(Operation::DeleteContainer, containers.delete(request))
+            .await
+        {
+            Ok(_) => {}
+            // A delete whose reply was lost when containerd died removed the record already.
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                tracing::debug!(container_id = %self.container_id, "container record already gone");
+            }
+            Err(error) => return Err(error),
+        }
         self.remove_bundle_dir();
         Ok(())
     }

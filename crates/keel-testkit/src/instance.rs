@@ -247,6 +247,23 @@ impl PrivateContainerd {
         send_signal(self.running_pid()?, Signal::SIGCONT)
     }
 
+    /// Lists the container ids of the task bundle folders containerd keeps in `namespace`: one
+    /// per task it created and has not deleted, plus any folder a defect left behind (see
+    /// [`crate::is_stale_task_bundle`]).
+    ///
+    /// Hidden folders are left out. containerd 1.6 deletes a bundle by renaming it to `.<id>`
+    /// and then removing it, and skips such folders when it loads tasks; one it was removing
+    /// when it was killed stays behind, but it is no task and blocks no create.
+    pub fn task_bundle_ids(&self, namespace: &str) -> Vec<String> {
+        let mut ids: Vec<String> = task_bundles(&self.layout.task_root())
+            .into_iter()
+            .filter(|bundle| bundle.namespace == namespace && !bundle.id.starts_with('.'))
+            .map(|bundle| bundle.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Returns true while the containerd started last runs, that is between
     /// [`start`](Self::start) or [`restart`](Self::restart) and [`kill`](Self::kill).
     pub fn is_running(&self) -> bool {

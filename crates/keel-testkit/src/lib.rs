@@ -13,6 +13,7 @@ mod layout;
 mod leftovers;
 mod process;
 mod programs;
+mod quirks;
 mod rootfs;
 
 pub use error::TestkitError;
@@ -20,3 +21,4 @@ pub use instance::PrivateContainerd;
 pub use leftovers::fifo_count;
 pub use process::is_process_alive;
 pub use programs::{BUSYBOX_ENV, CONTAINERD_ENV, CRIU_DIR_ENV};
+pub use quirks::{is_stale_task_bundle, loses_exits_across_restart};
