@@ -731,3 +731,55 @@ async fn exit_then_shim_killed_reports_real_code() {
     assert_eq!(fixture.settled_exits("five").await.len(), 1);
     fixture.stop().await;
 }
+
+/// Returns the position of the first exit of `process` among `events`.
+fn exit_position(events: &[Event], process: &ProcessId) -> Option<usize> {
+    events.iter().position(
+        |event| matches!(event, Event::Exited { process: exited, .. } if exited == process),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_exit_precedes_init_exit_after_outage() {
+    let mut fixture = Fixture::start().await;
+    let (container, task) = fixture.run("pair", "sleep 1000").await;
+    let mut exec = task
+        .exec(
+            "sleeper",
+            keel::spec::exec_process(["sleep", "1000"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("add exec");
+    exec.start().await.expect("start exec");
+
+    // The kernel kills the exec when the init process of its PID namespace dies.
+    fixture.containerd.kill().expect("kill containerd");
+    fixture
+        .containerd
+        .kill_task_process(task.pid())
+        .expect("kill init");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fixture.containerd.restart().await.expect("restart");
+
+    let init_exits = fixture.wait_for_exit("pair", EXIT_AFTER_RECONNECT).await;
+    assert_eq!(init_exits.len(), 1, "{init_exits:?}");
+    let lost = fixture.loses_exits_across_restart().await;
+    assert_exit_code(&init_exits[0], 137, lost);
+    let events = fixture.recorder.events_of("pair");
+    let exec_process = ProcessId::Exec(exec.exec_id().clone());
+    let exec_exit = exit_position(&events, &exec_process);
+    let init_exit = exit_position(&events, &ProcessId::Init);
+    assert!(exec_exit.is_some(), "no exec exit: {events:?}");
+    assert!(
+        exec_exit < init_exit,
+        "exec exit after init exit: {events:?}"
+    );
+    let exec_exits = fixture.recorder.exits_of("pair", &exec_process);
+    assert_eq!(exec_exits.len(), 1, "{exec_exits:?}");
+
+    let _ = task.delete().await;
+    container.delete().await.expect("delete container");
+    assert_eq!(fixture.settled_exits("pair").await.len(), 1);
+    fixture.stop().await;
+}

@@ -1,7 +1,7 @@
 //! The event-subscriber actor.
 //!
-//! Lifecycle: `pre_start` spawns the stream task, whose handle the state holds; dropping the
-//! state aborts it, so the task ends with the actor even when the actor fails. The task waits
+//! Lifecycle: `pre_start` spawns the stream task and keeps its handle in the state. Dropping
+//! the state aborts the task, so it ends with the actor even when the actor fails. The task waits
 //! until the connection is up, subscribes, publishes probe events until the first event
 //! arrives on the new stream, then forwards every envelope to the actor. When the stream breaks
 //! it tells the actor, asks the connection actor to check containerd at once, and starts over.
