@@ -756,7 +756,7 @@ impl ContainerState {
         Ok(dir)
     }
 
-    /// Removes the bundle folder, which holds nothing but FIFOs keel made and removed.
+    /// Removes the bundle folder, which contains nothing but FIFOs keel made and removed.
     pub(crate) fn remove_bundle_dir(&self) {
         if let Err(error) = std::fs::remove_dir(&self.bundle_dir)
             && error.kind() != std::io::ErrorKind::NotFound
