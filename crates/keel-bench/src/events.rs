@@ -1,6 +1,6 @@
-//! The event pipeline against a real containerd: how long pause and resume events take from
-//! their envelope's timestamp to keel's backend, and to a Go subscriber listening at the same
-//! time, for events of real tasks and for events published through containerd.
+//! The event pipeline against a real containerd. Pause and resume events, of real tasks or
+//! published through containerd, are timed from their envelope's timestamp to keel's backend
+//! and to a Go subscriber listening at the same time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use keel_connection::Services;
 use prost::Message as _;
 
 use crate::Env;
+use crate::go::GoEvents;
 use crate::recorder::Recorder;
 use crate::stats::Samples;
 
@@ -22,7 +23,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pause between two published events, so the clients are measured unloaded.
 const PUBLISH_INTERVAL: Duration = Duration::from_micros(500);
 
-/// Where the events of a run come from.
+/// The origin of a run's events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     /// Real tasks paused and resumed; their shim stamps each envelope.
@@ -35,7 +36,7 @@ pub enum Source {
 /// The figures of one event run.
 #[derive(Debug)]
 pub struct EventRow {
-    /// Where the events came from.
+    /// The origin of the events.
     pub source: Source,
     /// Running containers the load was spread over.
     pub containers: usize,
@@ -71,9 +72,9 @@ pub async fn run(
         Err(reason) => Err(reason.clone()),
     };
     if let Ok(subscriber) = go.as_mut() {
-        subscriber.subscribed().await?;
-        // containerd registers the subscription when the request arrives; leave time for it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        subscriber.wait_for_line("subscribed").await?;
+        warm_up(&services, recorder, subscriber, &ids[0]).await?;
+        subscriber.reset().await?;
     }
 
     let target = recorder.timed_events() + 2 * pairs as u64;
@@ -115,6 +116,54 @@ pub async fn run(
         keel_latency,
         go_latency,
     })
+}
+
+/// Publishes a resume event every 20 ms until the Go subscriber has received one and keel's
+/// backend has received every one, so both streams are live before the measurement.
+async fn warm_up(
+    services: &Services,
+    recorder: &Recorder,
+    subscriber: &mut GoEvents,
+    container_id: &str,
+) -> anyhow::Result<()> {
+    let mut events = services.events();
+    let target = recorder.timed_events();
+    let live = subscriber.wait_for_line("live");
+    tokio::pin!(live);
+    let mut published = 0;
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            result = &mut live => {
+                result?;
+                break;
+            }
+            _ = ticks.tick() => {
+                anyhow::ensure!(published < 250, "the Go subscriber received no event in 5 s");
+                let resumed = TaskResumed { container_id: container_id.to_owned() };
+                events.publish(publish_request("/tasks/resumed", "containerd.events.TaskResumed", resumed.encode_to_vec())).await?;
+                published += 1;
+            }
+        }
+    }
+    let target = target + published;
+    tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        recorder.wait_until(|recorder| recorder.timed_events() >= target),
+    )
+    .await
+    .context("keel's backend did not receive the warm-up events")?;
+    Ok(())
+}
+
+fn publish_request(topic: &str, type_url: &str, value: Vec<u8>) -> PublishRequest {
+    PublishRequest {
+        topic: topic.to_owned(),
+        event: Some(prost_types::Any {
+            type_url: type_url.to_owned(),
+            value,
+        }),
+    }
 }
 
 async fn pause_and_resume(
@@ -182,13 +231,7 @@ async fn publish(services: &Services, ids: &[String], pairs: usize) -> anyhow::R
                 resumed.encode_to_vec(),
             )
         };
-        let request = PublishRequest {
-            topic: topic.to_owned(),
-            event: Some(prost_types::Any {
-                type_url: type_url.to_owned(),
-                value,
-            }),
-        };
+        let request = publish_request(topic, type_url, value);
         events
             .publish(request)
             .await

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-/// Where Debian's golang-github-containerd-containerd-dev puts containerd's Go sources, as a
-/// GOPATH.
+/// Debian's GOPATH for packaged Go sources, into which golang-github-containerd-containerd-dev
+/// installs containerd's.
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
 /// The source of the Go program, relative to this package.
@@ -134,14 +134,15 @@ impl GoClient {
         })
     }
 
-    /// Runs `count` lifecycles, `workers` at a time.
+    /// Runs `count` lifecycles of containers named `<prefix>-<n>`, `workers` at a time.
     pub async fn throughput(
         &self,
         namespace: &str,
+        prefix: &str,
         count: usize,
         workers: usize,
     ) -> anyhow::Result<ThroughputResult> {
-        let mut command = self.command("throughput", namespace, &format!("go-c{workers}"));
+        let mut command = self.command("throughput", namespace, prefix);
         command.args(["-n", &count.to_string(), "-c", &workers.to_string()]);
         run_for_json(command).await
     }
@@ -222,15 +223,22 @@ pub struct GoEvents {
 }
 
 impl GoEvents {
-    /// Waits until the subscriber has sent its subscribe request.
-    pub async fn subscribed(&mut self) -> anyhow::Result<()> {
+    /// Waits until the subscriber writes `expected` to stderr, passing other lines on.
+    pub async fn wait_for_line(&mut self, expected: &str) -> anyhow::Result<()> {
         while let Some(line) = self.stderr.next_line().await? {
-            if line.trim() == "subscribed" {
+            if line.trim() == expected {
                 return Ok(());
             }
             eprintln!("{line}");
         }
-        anyhow::bail!("the Go subscriber ended before subscribing")
+        anyhow::bail!("the Go subscriber ended before writing {expected:?}")
+    }
+
+    /// Makes the subscriber forget the events it received so far, and waits until it has.
+    pub async fn reset(&mut self) -> anyhow::Result<()> {
+        self.stdin.write_all(b"reset\n").await?;
+        self.stdin.flush().await?;
+        self.wait_for_line("reset").await
     }
 
     /// Closes the subscriber's stdin, which ends its subscription, and returns what it

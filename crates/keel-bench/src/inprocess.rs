@@ -1,12 +1,13 @@
 //! keel's own costs without containerd: the event pipeline's ceiling on one core, and the
 //! memory of tracked containers.
 //!
-//! Both spawn real container actors (`keel_container::ContainerActor`) whose services point at
-//! the private containerd but which never create anything there, and feed them synthetic
-//! events, so the figures cover the decoder, the routing map, the actor mailboxes, the delivery
-//! queues and the backend call, and nothing of gRPC.
+//! Both spawn real container actors (`keel_container::ContainerActor`) that never call
+//! containerd, and feed them synthetic events. So the figures cover the decoder, the routing
+//! map, the actor mailboxes, the delivery queues and the backend call, and nothing of gRPC.
 
 use std::path::Path;
+
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -85,7 +86,7 @@ pub struct ActorSet {
 
 impl ActorSet {
     /// Spawns `count` container actors named `<prefix>-<n>` and gives each a started task
-    /// through a synthetic start event, so each holds the state of a running container.
+    /// through a synthetic start event, so each keeps the state of a running container.
     pub async fn spawn(
         socket: &Path,
         state_dir: &Path,
@@ -270,7 +271,7 @@ async fn pipeline(
 }
 
 /// The memory figures of tracked containers without shims.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrackedMemory {
     /// Container actors spawned.
     pub containers: usize,
@@ -287,12 +288,32 @@ impl TrackedMemory {
     }
 }
 
-/// Spawns `containers` actors, each with a started task, and measures the RSS growth.
-pub async fn tracked_memory(
-    socket: &Path,
-    state_dir: &Path,
-    containers: usize,
-) -> anyhow::Result<TrackedMemory> {
+/// Runs [`tracked_memory`] in a fresh copy of this program, so memory that earlier sections
+/// freed cannot hide the growth.
+pub async fn tracked_memory_in_child(containers: usize) -> anyhow::Result<TrackedMemory> {
+    let program = std::env::current_exe()?;
+    let output = tokio::process::Command::new(&program)
+        .arg("--probe-tracked-memory")
+        .arg(containers.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the memory probe failed with {}",
+        output.status
+    );
+    let line = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(line.trim()).with_context(|| format!("cannot parse {line:?}"))
+}
+
+/// Spawns `containers` actors, each with a started task, and measures the RSS growth. The
+/// actors' services point at a socket that does not exist, because they never call
+/// containerd.
+pub async fn tracked_memory(containers: usize) -> anyhow::Result<TrackedMemory> {
+    let socket = Path::new("/nonexistent/keel-bench.sock");
+    let state_dir = Path::new("/nonexistent/keel-bench-state");
     let before_kib = resident_kib()?;
     let set = ActorSet::spawn(socket, state_dir, "tracked", containers).await?;
     // Let the delivery tasks settle before reading the RSS.

@@ -34,7 +34,9 @@ pub struct LifecycleResults {
     pub ctr: Result<Samples, String>,
     /// Wall time of `runc run`, measured around the process.
     pub runc: Result<Samples, String>,
-    /// keel lifecycles that failed.
+    /// keel lifecycles run, warm-up rounds included.
+    pub keel_runs: usize,
+    /// keel lifecycles that failed, warm-up rounds included.
     pub keel_failures: usize,
 }
 
@@ -92,6 +94,7 @@ pub async fn run(env: &Env, warmup: usize, rounds: usize) -> anyhow::Result<Life
             .as_ref()
             .map(|_| Samples::default())
             .map_err(|error| format!("not measured: {error:#}")),
+        keel_runs: 0,
         keel_failures: 0,
     };
     for round in 0..warmup + rounds {
@@ -104,6 +107,7 @@ pub async fn run(env: &Env, warmup: usize, rounds: usize) -> anyhow::Result<Life
                     let cpu_before = cpu_time_ms()?;
                     let (result, elapsed) = timed(keel_lifecycle(&client, &id, &env.rootfs)).await;
                     let cpu = cpu_time_ms()? - cpu_before;
+                    results.keel_runs += 1;
                     if let Err(error) = result {
                         tracing::warn!(error = %format!("{error:#}"), "keel lifecycle failed");
                         results.keel_failures += 1;

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-/// What the benchmark ran on.
+/// The machine a benchmark ran on.
 #[derive(Clone, Debug)]
 pub struct Machine {
     /// The number of processors available, as `nproc` prints it.
@@ -104,8 +104,17 @@ pub fn resident_kib() -> anyhow::Result<u64> {
 /// Returns the CPU time, user plus system, that this process has used so far, in
 /// milliseconds.
 pub fn cpu_time_ms() -> anyhow::Result<f64> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    usage_ms(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+/// Returns the CPU time, user plus system, of this process's children that have ended and
+/// been waited for, in milliseconds.
+pub fn children_cpu_time_ms() -> anyhow::Result<f64> {
+    usage_ms(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+fn usage_ms(who: nix::sys::resource::UsageWho) -> anyhow::Result<f64> {
+    let usage = nix::sys::resource::getrusage(who)?;
     let ms =
         |time: nix::sys::time::TimeVal| time.tv_sec() as f64 * 1e3 + time.tv_usec() as f64 / 1e3;
     Ok(ms(usage.user_time()) + ms(usage.system_time()))

@@ -1,5 +1,5 @@
 //! `keel-bench`: measures keel against containerd's Go client, `ctr` and `runc` on a private
-//! containerd, and writes the report that `docs/benchmarks.md` holds.
+//! containerd, and writes the report kept in `docs/benchmarks.md`.
 //!
 //! Started by `cargo xtask bench`, which installs the Go toolchain and containerd's Go sources
 //! first. Nothing here fails because the machine is slow: a missed target is printed as
@@ -45,13 +45,20 @@ struct Cli {
     /// Skips the Go client, even when Go and containerd's Go sources are installed.
     #[arg(long)]
     no_go: bool,
-    /// Where to write the Markdown report; printed to stdout when not set.
+    /// The file to write the Markdown report to; the report goes to stdout when not set.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Runs only these sections (comma-separated): tracked, pipeline, lifecycle, throughput,
     /// exec, fleet, stdio, reconnect. Runs all when not set.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Measures the memory of this many tracked containers, prints the result as JSON and
+    /// exits. The full run starts a copy of itself with this flag to measure in a fresh process.
+    #[arg(long, hide = true)]
+    probe_tracked_memory: Option<usize>,
+    /// Runs the clients on tokio's current-thread runtime instead of the multi-thread one.
+    #[arg(long)]
+    current_thread: bool,
 }
 
 /// How much of each benchmark to run.
@@ -82,7 +89,7 @@ impl Sizes {
         Self {
             mode: "full",
             lifecycle_warmup: 5,
-            lifecycle_rounds: 100,
+            lifecycle_rounds: 200,
             throughput_levels: vec![1, 2, 10, 50],
             throughput_count: 200,
             exec_warmup: 5,
@@ -138,7 +145,7 @@ impl Sizes {
     }
 }
 
-/// What every benchmark works with.
+/// The private containerd, folders and Go client that every benchmark uses.
 pub struct Env {
     /// The private containerd.
     pub containerd: PrivateContainerd,
@@ -182,11 +189,22 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = if cli.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Runtime::new()?
+    };
     runtime.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(containers) = cli.probe_tracked_memory {
+        let tracked = inprocess::tracked_memory(containers).await?;
+        println!("{}", serde_json::to_string(&tracked)?);
+        return Ok(());
+    }
     let sizes = if cli.smoke {
         Sizes::smoke()
     } else if cli.quick {
@@ -222,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     env.containerd.stop().await;
     let mut report = result?;
     report.duration = started.elapsed();
+    report.current_thread = cli.current_thread;
 
     let markdown = report.render();
     match &cli.output {
@@ -246,15 +265,13 @@ async fn run_all(env: &mut Env, sizes: &Sizes, only: &[String]) -> anyhow::Resul
         run
     };
 
-    // Measured first, while the process holds little else.
+    // First, while the process has allocated little, because the allocator keeps what later
+    // sections free, and reusing it would hide the growth.
+    if selected("fleet") {
+        fleet(env, sizes, &mut report).await?;
+    }
     if selected("tracked") {
-        let tracked = inprocess::tracked_memory(
-            env.containerd.socket(),
-            &state_dir,
-            sizes.tracked_containers,
-        )
-        .await?;
-        report.tracked = Some(tracked);
+        report.tracked = Some(inprocess::tracked_memory_in_child(sizes.tracked_containers).await?);
     }
     if selected("pipeline") {
         let pipeline = inprocess::run_pipeline(
@@ -275,9 +292,6 @@ async fn run_all(env: &mut Env, sizes: &Sizes, only: &[String]) -> anyhow::Resul
     }
     if selected("exec") {
         report.exec = Ok(exec::run(env, sizes.exec_warmup, sizes.exec_count).await?);
-    }
-    if selected("fleet") {
-        fleet(env, sizes, &mut report).await?;
     }
     if selected("stdio") {
         report.stdio = stdio::run(env, &sizes.stdio_sizes, sizes.stdio_repetitions).await?;

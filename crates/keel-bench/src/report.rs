@@ -19,6 +19,8 @@ pub struct Report {
     machine: Machine,
     /// Wall time of the whole run.
     pub duration: Duration,
+    /// Set when the clients ran on tokio's current-thread runtime.
+    pub current_thread: bool,
     /// Memory of tracked containers without shims.
     pub tracked: Option<TrackedMemory>,
     /// The in-process event pipeline.
@@ -71,6 +73,7 @@ impl Report {
             sizes,
             machine: Machine::describe(),
             duration: Duration::ZERO,
+            current_thread: false,
             tracked: None,
             pipeline: None,
             lifecycle: None,
@@ -96,6 +99,8 @@ impl Report {
         self.write_reconnect(&mut out);
         self.write_memory(&mut out);
         out.push_str(METHOD_NOTES);
+        out.push('\n');
+        out.push_str(FINDINGS);
         out
     }
 
@@ -120,6 +125,13 @@ impl Report {
             self.sizes.mode,
             self.duration.as_secs_f64()
         );
+        if self.current_thread {
+            let _ = writeln!(
+                out,
+                "The clients ran on tokio's current-thread runtime (`--current-thread`), not \
+                 the default multi-thread one.\n"
+            );
+        }
         let _ = writeln!(out, "| machine | |\n|---|---|");
         let rows = [
             ("processors (`nproc`)", machine.processors.as_str()),
@@ -229,7 +241,7 @@ impl Report {
         let mut total = 0;
         let mut failures = 0;
         if let Some(lifecycle) = &self.lifecycle {
-            total += lifecycle.keel.len() + lifecycle.keel_failures;
+            total += lifecycle.keel_runs;
             failures += lifecycle.keel_failures;
         }
         for row in &self.throughput {
@@ -277,7 +289,11 @@ impl Report {
     }
 
     fn stdio_verdict(&self) -> Verdict {
-        let mut met = Some(!self.stdio.is_empty());
+        let mut met = if self.stdio.is_empty() {
+            None
+        } else {
+            Some(true)
+        };
         let mut measured = Vec::new();
         for row in &self.stdio {
             let keel = row.keel.median().unwrap_or(0.0);
@@ -388,7 +404,7 @@ impl Report {
              the event stream, and also tonic's and hyper's encoding of the gRPC calls, so it is \
              an upper bound on keel's own work. The same lifecycle in bare gRPC calls used {} \
              (median), so keel's code above a bare gRPC client costs about {} of CPU per \
-             lifecycle. In wall time keel's median is {} above the bare calls' median; that \
+             lifecycle. keel's median wall time minus the bare calls' median is {}; that \
              difference also holds waiting, such as keel learning the exit from the event \
              stream where the bare calls use containerd's `Wait`.\n",
             format_ms(lifecycle.keel_cpu.median()),
@@ -409,8 +425,9 @@ impl Report {
         let _ = writeln!(out, "## 2. Throughput\n");
         let _ = writeln!(
             out,
-            "`/bin/true` lifecycles run by a pool of workers, each client on its own namespace; \
-             keel and Go alternate which goes first per level.\n"
+            "`/bin/true` lifecycles run by a pool of workers, each client on its own namespace. \
+             Each client's lifecycles of a level run in four batches in the order keel, Go, Go, \
+             keel, and the rate is the lifecycles divided by the summed time of the batches.\n"
         );
         let _ = writeln!(
             out,
@@ -504,10 +521,10 @@ impl Report {
             let _ = writeln!(
                 out,
                 "**In-process ceiling.** {} synthetic pause and resume envelopes for {} container \
-                 actors, pushed through `keel_events::decode_envelope`, a routing map like \
+                 actors went through `keel_events::decode_envelope`, a routing map like \
                  keel's registry, each container actor's mailbox and delivery queue, and a \
-                 backend that counts, all on one current-thread runtime (one core): \
-                 **{:.0} events/s**. Decoding alone: {:.0} envelopes/s. No gRPC is involved; \
+                 backend that counts. All of it ran on one current-thread runtime, so on one \
+                 core: **{:.0} events/s**. Decoding alone: {:.0} envelopes/s. No gRPC is involved; \
                  the real client adds the stream and one message to the event actor per \
                  envelope.\n",
                 pipeline.events,
@@ -529,22 +546,26 @@ impl Report {
              64 KiB reads and discards it. Each figure is N divided by the wall time of the \
              whole lifecycle (create to delete), so small sizes include the lifecycle's cost. \
              The plain pipe is busybox `head` on the host writing into a pipe the benchmark reads. \
-             Medians of {} runs, MiB/s.\n",
+             Medians of {} runs, MiB/s. The CPU columns are the client's CPU time per run: \
+             the benchmark process's during a keel run, and the Go client's whole process, \
+             start included.\n",
             self.sizes.stdio_repetitions
         );
         let _ = writeln!(
             out,
-            "| size | keel | Go client | `ctr run` | plain pipe |\n|---|---|---|---|---|"
+            "| size | keel | Go client | `ctr run` | plain pipe | keel CPU | Go CPU |\n|---|---|---|---|---|---|---|"
         );
         for row in &self.stdio {
             let _ = writeln!(
                 out,
-                "| {} MiB | {} | {} | {} | {} |",
+                "| {} MiB | {} | {} | {} | {} | {} | {} |",
                 row.bytes >> 20,
                 rate(Ok(&row.keel)),
                 rate(row.go.as_ref()),
                 rate(row.ctr.as_ref()),
-                rate(Ok(&row.pipe))
+                rate(Ok(&row.pipe)),
+                format_ms(row.keel_cpu.median()),
+                format_ms(row.go_cpu.median())
             );
         }
         out.push('\n');
@@ -589,8 +610,8 @@ impl Report {
                 out,
                 "The benchmark process's RSS (`VmRSS` in `/proc/self/status`) with one connected \
                  client and running containers (`sleep`, no stdio, 50 containers per shim via \
-                 the runc v2 shim's group annotation). The process also holds what earlier \
-                 sections allocated, so the growth matters more than the level.\n"
+                 the runc v2 shim's group annotation), measured before any other section \
+                 ran.\n"
             );
             let _ = writeln!(
                 out,
@@ -615,7 +636,7 @@ impl Report {
                 out,
                 "**Tracked containers without shims.** {} container actors, each fed a \
                  synthetic start event so it holds a running task's state and has delivered \
-                 two events, measured first in a fresh process: RSS {} KiB → {} KiB, \
+                 two events, measured in a fresh process: RSS {} KiB → {} KiB, \
                  **{:.1} KiB per container**.\n",
                 tracked.containers,
                 tracked.before_kib,
@@ -645,6 +666,9 @@ fn rate(samples: Result<&Samples, &String>) -> String {
         Err(reason) => reason.clone(),
     }
 }
+
+/// The analysis of missed targets, written by hand from profiles and experiments.
+const FINDINGS: &str = include_str!("../findings.md");
 
 const METHOD_NOTES: &str = "## Method and limits\n\n\
 - All clients talk to the same private containerd over its unix socket; keel, the bare gRPC \

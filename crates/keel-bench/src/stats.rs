@@ -69,8 +69,8 @@ impl Samples {
 pub fn format_ms(value: Option<f64>) -> String {
     match value {
         None => "n/a".to_owned(),
-        Some(ms) if ms < 1.0 => format!("{ms:.3} ms"),
-        Some(ms) if ms < 100.0 => format!("{ms:.1} ms"),
+        Some(ms) if ms.abs() < 1.0 => format!("{ms:.3} ms"),
+        Some(ms) if ms.abs() < 100.0 => format!("{ms:.1} ms"),
         Some(ms) => format!("{ms:.0} ms"),
     }
 }

@@ -9,6 +9,7 @@ use keel::StdioRequest;
 use tokio::io::AsyncReadExt;
 
 use crate::Env;
+use crate::machine::{children_cpu_time_ms, cpu_time_ms};
 use crate::stats::Samples;
 use crate::workload::spec;
 
@@ -22,6 +23,10 @@ pub struct StdioRow {
     pub bytes: u64,
     /// Through keel's FIFOs.
     pub keel: Samples,
+    /// CPU time of the benchmark process during each keel run, in milliseconds.
+    pub keel_cpu: Samples,
+    /// CPU time of the Go client's process for each run, in milliseconds.
+    pub go_cpu: Samples,
     /// Through the Go client's FIFOs.
     pub go: Result<Samples, String>,
     /// Through `ctr run`, read from ctr's stdout.
@@ -40,6 +45,8 @@ pub async fn run(env: &Env, sizes: &[u64], repetitions: usize) -> anyhow::Result
         let mut row = StdioRow {
             bytes,
             keel: Samples::default(),
+            keel_cpu: Samples::default(),
+            go_cpu: Samples::default(),
             go: env
                 .go
                 .as_ref()
@@ -50,10 +57,15 @@ pub async fn run(env: &Env, sizes: &[u64], repetitions: usize) -> anyhow::Result
         };
         for repetition in 0..repetitions {
             let id = format!("stdio-{bytes}-{repetition}");
+            let cpu_before = cpu_time_ms()?;
             let seconds = keel_run(&client, env, &id, bytes).await?;
+            row.keel_cpu.push_value(cpu_time_ms()? - cpu_before);
             row.keel.push_value(rate(bytes, seconds));
             if let (Ok(go), Ok(samples)) = (env.go.as_ref(), row.go.as_mut()) {
-                match go.stdio(&go_namespace, &id, bytes).await {
+                let cpu_before = children_cpu_time_ms()?;
+                let outcome = go.stdio(&go_namespace, &id, bytes).await;
+                row.go_cpu.push_value(children_cpu_time_ms()? - cpu_before);
+                match outcome {
                     Ok(result) if result.bytes == bytes => {
                         samples.push_value(rate(bytes, result.seconds))
                     }

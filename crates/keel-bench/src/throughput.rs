@@ -23,32 +23,103 @@ pub struct ThroughputRow {
     pub go: Result<(f64, u64), String>,
 }
 
-/// Runs `count` lifecycles at each of `levels`, keel first at odd levels and Go first at
-/// even ones.
+/// The number of batches each client's lifecycles of one level are split into. Batches run in
+/// the order keel, Go, Go, keel, so drift on the machine reaches both clients alike.
+const BATCHES: usize = 4;
+
+/// Runs `count` lifecycles per client at each of `levels`, in [`BATCHES`] batches each.
 pub async fn run(env: &Env, levels: &[usize], count: usize) -> anyhow::Result<Vec<ThroughputRow>> {
     let client = env.connect_keel().await?;
     let mut rows = Vec::new();
-    for (index, &concurrency) in levels.iter().enumerate() {
+    for &concurrency in levels {
         let go_namespace = env.containerd.new_namespace();
-        let mut go = Err("not run".to_owned());
-        if index % 2 == 1 {
-            go = run_go(env, &go_namespace, count, concurrency).await;
-        }
-        let (keel_per_second, keel_failures) =
-            run_keel(env, &client, &format!("c{concurrency}"), count, concurrency).await;
-        if index % 2 == 0 {
-            go = run_go(env, &go_namespace, count, concurrency).await;
+        let batch = count.div_ceil(BATCHES).max(1);
+        let mut keel = Totals::default();
+        let mut go = Ok(Totals::default());
+        let mut done = 0;
+        for index in 0..BATCHES {
+            let size = batch.min(count - done);
+            if size == 0 {
+                break;
+            }
+            let keel_first = index % 2 == 0;
+            if !keel_first {
+                add_go(&mut go, env, &go_namespace, index, size, concurrency).await;
+            }
+            let prefix = format!("c{concurrency}-b{index}");
+            let (seconds, failures) = run_keel(env, &client, &prefix, size, concurrency).await;
+            keel.add(size, seconds, failures);
+            if keel_first {
+                add_go(&mut go, env, &go_namespace, index, size, concurrency).await;
+            }
+            done += size;
         }
         rows.push(ThroughputRow {
             concurrency,
-            count,
-            keel_per_second,
-            keel_failures,
-            go,
+            count: keel.count,
+            keel_per_second: keel.rate(),
+            keel_failures: keel.failures,
+            go: go.map(|go| (go.rate(), go.failures as u64)),
         });
     }
     client.shutdown(Duration::from_secs(5)).await;
     Ok(rows)
+}
+
+/// Lifecycles, seconds and failures summed over batches.
+#[derive(Debug, Default)]
+struct Totals {
+    count: usize,
+    seconds: f64,
+    failures: usize,
+}
+
+impl Totals {
+    fn add(&mut self, count: usize, seconds: f64, failures: usize) {
+        self.count += count;
+        self.seconds += seconds;
+        self.failures += failures;
+    }
+
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds
+    }
+}
+
+/// Runs one batch of the Go client, or leaves `totals` as the reason it could not run.
+async fn add_go(
+    totals: &mut Result<Totals, String>,
+    env: &Env,
+    namespace: &str,
+    batch: usize,
+    count: usize,
+    concurrency: usize,
+) {
+    let Ok(sums) = totals.as_mut() else {
+        return;
+    };
+    let Ok(go) = env.go.as_ref() else {
+        *totals = env
+            .go
+            .as_ref()
+            .map(|_| Totals::default())
+            .map_err(Clone::clone);
+        return;
+    };
+    let prefix = format!("go-c{concurrency}-b{batch}");
+    match go.throughput(namespace, &prefix, count, concurrency).await {
+        Ok(result) => {
+            if let Some(error) = &result.first_error {
+                tracing::warn!(%error, "Go lifecycle failed");
+            }
+            sums.add(
+                count,
+                result.seconds,
+                usize::try_from(result.failures).unwrap_or(usize::MAX),
+            );
+        }
+        Err(error) => *totals = Err(format!("failed: {error:#}")),
+    }
 }
 
 async fn run_keel(
@@ -88,22 +159,5 @@ async fn run_keel(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    (count as f64 / seconds, failures.load(Ordering::SeqCst))
-}
-
-async fn run_go(
-    env: &Env,
-    namespace: &str,
-    count: usize,
-    concurrency: usize,
-) -> Result<(f64, u64), String> {
-    let go = env.go.as_ref().map_err(Clone::clone)?;
-    let result = go
-        .throughput(namespace, count, concurrency)
-        .await
-        .map_err(|error| format!("failed: {error:#}"))?;
-    if let Some(error) = &result.first_error {
-        tracing::warn!(%error, "Go lifecycle failed");
-    }
-    Ok((count as f64 / result.seconds, result.failures))
+    (seconds, failures.load(Ordering::SeqCst))
 }

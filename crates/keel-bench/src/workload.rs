@@ -78,6 +78,7 @@ pub async fn raw_lifecycle(services: &Services, id: &str, spec: &[u8]) -> anyhow
     };
     let mut containers = services.containers();
     let mut tasks = services.tasks();
+
     containers
         .create(CreateContainerRequest {
             container: Some(record),
@@ -89,6 +90,8 @@ pub async fn raw_lifecycle(services: &Services, id: &str, spec: &[u8]) -> anyhow
             ..CreateTaskRequest::default()
         })
         .await?;
+
+    // The wait is sent before the start, as the Go client does.
     let mut waiter = services.tasks();
     let wait_request = WaitRequest {
         container_id: id.to_owned(),
@@ -102,6 +105,7 @@ pub async fn raw_lifecycle(services: &Services, id: &str, spec: &[u8]) -> anyhow
         })
         .await?;
     let exit = wait.await??.into_inner();
+
     tasks
         .delete(DeleteTaskRequest {
             container_id: id.to_owned(),

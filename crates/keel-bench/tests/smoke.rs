@@ -1,6 +1,6 @@
 //! Runs every benchmark once at a tiny size (`keel-bench --smoke`) against a private
 //! containerd, so a change that breaks a benchmark shows up in `cargo test`. Figures from this
-//! run are not checked: a debug build on a busy machine says nothing about speed.
+//! run are not checked, because a debug build on a busy machine does not measure speed.
 
 use std::process::Command;
 
@@ -11,13 +11,18 @@ fn smoke_run_writes_every_section() {
         return;
     }
     let output = std::env::temp_dir().join(format!("keel-bench-smoke-{}.md", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_keel-bench"))
+    let run = Command::new(env!("CARGO_BIN_EXE_keel-bench"))
         .arg("--smoke")
         .arg("--output")
         .arg(&output)
-        .status()
+        .output()
         .expect("keel-bench starts");
-    assert!(status.success(), "keel-bench --smoke failed with {status}");
+    assert!(
+        run.status.success(),
+        "keel-bench --smoke failed with {}:\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     let report = std::fs::read_to_string(&output).expect("report written");
     std::fs::remove_file(&output).expect("report removed");

@@ -11,7 +11,7 @@
 //	stdio       -bytes B                  runs `head -c B /dev/zero` and counts its stdout
 //	events                                subscribes to /tasks/ events of the namespace until
 //	                                      stdin closes, then prints the latency of each event
-//	                                      from its envelope stamp
+//	                                      since the last line on stdin from its envelope stamp
 //
 // It builds offline in GOPATH mode against Debian's golang-github-containerd-containerd-dev.
 package main
@@ -207,23 +207,37 @@ func runStdio(ctx context.Context, client *containerd.Client, opts options) erro
 	})
 }
 
-// runEvents subscribes like keel does until stdin closes, then prints the latency of every
-// event from containerd's envelope stamp to its arrival here.
+// runEvents subscribes like keel does and prints the latency of every event from containerd's
+// envelope stamp to its arrival here. It writes "live" to stderr when the first event arrives,
+// drops what it measured at each line on stdin and writes "reset", and prints its
+// measurements when stdin closes.
 func runEvents(ctx context.Context, client *containerd.Client, opts options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	resets := make(chan struct{})
 	go func() {
-		io.Copy(io.Discard, os.Stdin)
+		lines := bufio.NewScanner(os.Stdin)
+		for lines.Scan() {
+			resets <- struct{}{}
+		}
 		cancel()
 	}()
 	filter := fmt.Sprintf("namespace==%s,topic~=|^/tasks/|", opts.namespace)
 	envelopes, errs := client.EventService().Subscribe(ctx, filter)
 	fmt.Fprintln(os.Stderr, "subscribed")
-	var latencies []float64
+	latencies := []float64{}
+	live := false
 	for {
 		select {
 		case envelope := <-envelopes:
 			latencies = append(latencies, ms(time.Since(envelope.Timestamp)))
+			if !live {
+				live = true
+				fmt.Fprintln(os.Stderr, "live")
+			}
+		case <-resets:
+			latencies = []float64{}
+			fmt.Fprintln(os.Stderr, "reset")
 		case err := <-errs:
 			if err != nil && ctx.Err() == nil {
 				return err
