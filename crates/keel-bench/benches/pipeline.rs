@@ -1,5 +1,6 @@
-//! Divan benchmarks of keel's in-process event path: decoding an envelope, and decoding plus
-//! routing it into a container actor's mailbox.
+//! Divan benchmarks of `keel_events::decode_envelope` on a pause event and an exit event. The
+//! whole in-process path, decoding through delivery, is timed by `keel-bench` itself (section 4
+//! of its report).
 
 use containerd_client::events::{TaskExit, TaskPaused};
 use containerd_client::types::Envelope;
