@@ -107,6 +107,23 @@ pub fn prepare() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns the inherited `PATH` with the folder of the prepared `criu` script in front, for
+/// programs that start containerd without keel-testkit, such as the demo.
+///
+/// # Errors
+///
+/// Returns an error when the workspace root cannot be found.
+pub fn path_with_criu() -> anyhow::Result<String> {
+    let bin = crate::workspace_root()?
+        .join("target")
+        .join(CRIU_FOLDER)
+        .join("bin");
+    let inherited = env::var_os("PATH").unwrap_or_default();
+    let folders = std::iter::once(bin).chain(env::split_paths(&inherited));
+    let path = env::join_paths(folders).context("a PATH folder contains ':'")?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// Returns the `criu --version` line of a finished folder, or `None` when the folder is
 /// missing, unfinished or its criu does not run.
 fn prepared_version(folder: &Path) -> Option<String> {

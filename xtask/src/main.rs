@@ -131,7 +131,10 @@ fn run(task: Task) -> anyhow::Result<()> {
 
 fn demo(root: &Path) -> anyhow::Result<()> {
     setup::run()?;
-    cargo(root, &["run", "--package", "keel", "--example", "demo"]).run()
+    // The demo's own containerd runs runc with this PATH, so runc finds the prepared criu.
+    cargo(root, &["run", "--package", "keel", "--example", "demo"])
+        .env("PATH", &criu::path_with_criu()?)
+        .run()
 }
 
 /// Runs the checks that need no containerd first, so the test summary is the last output.
