@@ -1,11 +1,12 @@
 //! Prepares the criu that checkpoint and restore use: criu from Debian 13 (trixie) with its own
 //! C library, unpacked into `target/criu/` of the workspace.
 //!
-//! Debian 12's criu 3.17 fails `criu check` on current kernels, and trixie's criu needs a newer
-//! glibc than Debian 12 has. So this module downloads criu and every library it links, with
-//! their dependencies, from the trixie suite, unpacks them with `dpkg -x`, and writes a `criu`
-//! script that runs the binary through the unpacked `ld-linux` with `--library-path`. The
-//! machine's libraries are never loaded and nothing is installed on the machine.
+//! Debian 12's criu 3.17.1 fails `criu check` on Linux 6.18 because it cannot read the kernel's
+//! vDSO symbols, and trixie's criu 4.1.1 needs glibc 2.38 where Debian 12 has 2.36. So this
+//! module downloads criu and every library it links, with their dependencies, from the trixie
+//! suite, unpacks them with `dpkg -x`, and writes a `criu` script that runs the binary through
+//! the unpacked `ld-linux` with `--library-path`. The machine's libraries are never loaded and
+//! nothing is installed on the machine.
 //!
 //! apt-get runs with a private configuration (`APT_CONFIG`) that names its own sources list,
 //! lists and cache folders, and reads none of the machine's apt configuration files, so the
@@ -13,8 +14,9 @@
 //! the `http_proxy` environment variable. Signatures are still checked against the machine's
 //! trusted keys, which on Debian 12 include trixie's.
 //!
-//! keel-testkit puts `target/criu/bin` first on the `PATH` of every private containerd, so runc
-//! finds this criu, unless `KEEL_CRIU_DIR` names another folder.
+//! keel-testkit puts `target/criu/bin` first on the `PATH` of every private containerd, unless
+//! `KEEL_CRIU_DIR` names another folder, and `cargo xtask demo` puts it first on the demo's
+//! `PATH`, so runc finds this criu.
 
 use std::env;
 use std::fs;
@@ -32,17 +34,18 @@ const SOURCE_LINE: &str = "deb http://deb.debian.org/debian trixie main";
 /// The package whose dependency closure is downloaded.
 const CRIU_PACKAGE: &str = "criu";
 
-/// The folder under the workspace's `target/` that holds the prepared criu.
+/// The folder under the workspace's `target/` that contains the prepared criu.
 const CRIU_FOLDER: &str = "criu";
 
 /// The file written last into a prepared folder; its absence marks an unfinished one.
 const STAMP_FILE: &str = "prepared";
 
-/// Where Debian's x86_64 packages put the loader and the shared libraries.
+/// The folder of the loader and the shared libraries in Debian's x86_64 packages, and the
+/// loader's file name.
 const LIBRARY_FOLDER: &str = "usr/lib/x86_64-linux-gnu";
 const LOADER: &str = "ld-linux-x86-64.so.2";
 
-/// Where the criu package puts the binary.
+/// The path of the binary in the criu package.
 const CRIU_BINARY: &str = "usr/sbin/criu";
 
 /// The script runc finds on `PATH`. It finds the unpacked files from its own path, so the
@@ -201,7 +204,7 @@ fn move_into_place(staging: &Path, folder: &Path) -> anyhow::Result<()> {
 }
 
 /// A private apt configuration: its own sources list, lists, cache and an empty dpkg status, so
-/// apt sees only the trixie packages and writes only inside its folder.
+/// apt reads only the trixie packages and writes only inside its folder.
 struct AptConfig {
     /// The configuration file, passed in `APT_CONFIG`.
     file: PathBuf,
