@@ -119,16 +119,31 @@ impl GoClient {
     }
 
     /// Starts the lifecycle mode for `count` lifecycles, each run on request.
-    pub fn lifecycles(&self, namespace: &str, count: usize) -> anyhow::Result<GoLifecycles> {
-        let mut command = self.command("lifecycle", namespace, "go-seq");
+    pub fn lifecycles(&self, namespace: &str, count: usize) -> anyhow::Result<GoOnRequest> {
+        self.on_request("lifecycle", namespace, "go-seq", count)
+    }
+
+    /// Starts the exec mode for `count` execs in one running container, each run on request.
+    pub fn execs(&self, namespace: &str, count: usize) -> anyhow::Result<GoOnRequest> {
+        self.on_request("exec", namespace, "go", count)
+    }
+
+    fn on_request(
+        &self,
+        mode: &str,
+        namespace: &str,
+        prefix: &str,
+        count: usize,
+    ) -> anyhow::Result<GoOnRequest> {
+        let mut command = self.command(mode, namespace, prefix);
         command
             .args(["-n", &count.to_string()])
             .stdin(Stdio::piped());
         let mut child = command.spawn().context("cannot start the Go client")?;
         let stdin = child.stdin.take().context("Go client has no stdin")?;
         let stdout = child.stdout.take().context("Go client has no stdout")?;
-        Ok(GoLifecycles {
-            _child: child,
+        Ok(GoOnRequest {
+            child,
             stdin,
             lines: BufReader::new(stdout).lines(),
         })
@@ -187,9 +202,10 @@ async fn run_for_json<T: for<'de> Deserialize<'de>>(mut command: Command) -> any
     serde_json::from_str(line.trim()).with_context(|| format!("cannot parse {line:?}"))
 }
 
-/// The Go client's lifecycle mode, waiting for requests.
-pub struct GoLifecycles {
-    _child: Child,
+/// The Go client in a mode that runs one measured operation per request: a lifecycle or an
+/// exec.
+pub struct GoOnRequest {
+    child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
@@ -199,8 +215,20 @@ struct LifecycleLine {
     ms: f64,
 }
 
-impl GoLifecycles {
-    /// Runs one lifecycle and returns its wall time inside the Go process, in milliseconds.
+impl GoOnRequest {
+    /// Closes stdin, which ends the Go client after it removed its containers, and waits for
+    /// it to exit.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        let Self {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        let status = child.wait().await?;
+        anyhow::ensure!(status.success(), "the Go client failed with {status}");
+        Ok(())
+    }
+
+    /// Runs one operation and returns its wall time inside the Go process, in milliseconds.
     pub async fn run_one(&mut self) -> anyhow::Result<f64> {
         self.stdin.write_all(b"go\n").await?;
         self.stdin.flush().await?;

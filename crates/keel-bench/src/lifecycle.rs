@@ -10,7 +10,7 @@ use keel_connection::Services;
 use keel_types::Namespace;
 
 use crate::Env;
-use crate::go::GoLifecycles;
+use crate::go::GoOnRequest;
 use crate::machine::cpu_time_ms;
 use crate::stats::Samples;
 use crate::workload::{keel_lifecycle, raw_lifecycle, spec, timed};
@@ -147,6 +147,11 @@ pub async fn run(env: &Env, warmup: usize, rounds: usize) -> anyhow::Result<Life
             }
         }
     }
+    if let Ok(go) = go
+        && let Err(error) = go.finish().await
+    {
+        results.go = Err(format!("failed: {error:#}"));
+    }
     client.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(results)
 }
@@ -167,7 +172,7 @@ fn record_outcome(
     }
 }
 
-async fn run_go(lifecycles: &mut GoLifecycles) -> anyhow::Result<f64> {
+async fn run_go(lifecycles: &mut GoOnRequest) -> anyhow::Result<f64> {
     lifecycles.run_one().await
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::Sizes;
 use crate::events::{EventRow, Source};
+use crate::exec::ExecResults;
 use crate::inprocess::{PipelineResults, TrackedMemory};
 use crate::lifecycle::LifecycleResults;
 use crate::machine::Machine;
@@ -30,7 +31,7 @@ pub struct Report {
     /// Throughput per concurrency level.
     pub throughput: Vec<ThroughputRow>,
     /// Exec latency, or why it was not measured.
-    pub exec: Result<Samples, String>,
+    pub exec: Result<ExecResults, String>,
     /// The event pipeline per number of running containers.
     pub events: Vec<EventRow>,
     /// The client's RSS in KiB per number of running containers.
@@ -458,15 +459,37 @@ impl Report {
     fn write_exec(&self, out: &mut String) {
         let _ = writeln!(out, "## 3. Exec latency\n");
         match &self.exec {
-            Ok(samples) => {
+            Ok(exec) => {
                 let _ = writeln!(
                     out,
-                    "`/bin/true` run with exec in a running container: add, start, wait, delete. \
-                     {} runs: median {}, p95 {}.\n",
-                    samples.len(),
-                    format_ms(samples.median()),
-                    format_ms(samples.p95())
+                    "`/bin/true` run with exec in a running container: add, start, wait for the \
+                     exit, delete. Each client has its own container; their runs alternate, and \
+                     the Go client's are timed inside the Go process. {} runs each after {} \
+                     warm-up runs.\n",
+                    exec.keel.len(),
+                    self.sizes.exec_warmup
                 );
+                let _ = writeln!(out, "| client | median | p95 |\n|---|---|---|");
+                let rows = [
+                    ("keel", Ok(&exec.keel)),
+                    ("containerd Go client", exec.go.as_ref()),
+                ];
+                for (name, samples) in rows {
+                    match samples {
+                        Ok(samples) => {
+                            let _ = writeln!(
+                                out,
+                                "| {name} | {} | {} |",
+                                format_ms(samples.median()),
+                                format_ms(samples.p95())
+                            );
+                        }
+                        Err(reason) => {
+                            let _ = writeln!(out, "| {name} | {reason} | |");
+                        }
+                    }
+                }
+                out.push('\n');
             }
             Err(reason) => {
                 let _ = writeln!(out, "{reason}.\n");

@@ -7,6 +7,9 @@
 //	lifecycle   -n N                      runs N sequential lifecycles of /bin/true when a line
 //	                                      "go" arrives on stdin, printing {"ms": ...} per line;
 //	                                      the bench interleaves it with the other clients
+//	exec        -n N                      starts one container running sleep, then runs
+//	                                      /bin/true in it with exec for each "go" line on
+//	                                      stdin, printing {"ms": ...} per line
 //	throughput  -n N -c C                 runs N lifecycles of /bin/true, C at a time
 //	stdio       -bytes B                  runs `head -c B /dev/zero` and counts its stdout
 //	events                                subscribes to /tasks/ events of the namespace until
@@ -33,6 +36,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 const runtimeName = "io.containerd.runc.v2"
@@ -78,6 +82,8 @@ func main() {
 	switch mode {
 	case "lifecycle":
 		err = runLifecycles(ctx, client, opts)
+	case "exec":
+		err = runExecs(ctx, client, opts)
 	case "throughput":
 		err = runThroughput(ctx, client, opts)
 	case "stdio":
@@ -148,6 +154,71 @@ func runLifecycles(ctx context.Context, client *containerd.Client, opts options)
 		}
 	}
 	return lines.Err()
+}
+
+// runExecs runs one exec of /bin/true per "go" line on stdin in a container running sleep,
+// and prints each one's wall time: exec, start, wait for the exit, delete.
+func runExecs(ctx context.Context, client *containerd.Client, opts options) error {
+	id := fmt.Sprintf("%s-exec", opts.prefix)
+	container, err := client.NewContainer(ctx, id,
+		containerd.WithRuntime(runtimeName, nil),
+		containerd.WithNewSpec(oci.WithRootFSPath(opts.rootfs), oci.WithProcessArgs("/bin/sleep", "3600")),
+	)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	defer container.Delete(ctx)
+	task, err := container.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return fmt.Errorf("create task %s: %w", id, err)
+	}
+	defer task.Delete(ctx, containerd.WithProcessKill)
+	if err := task.Start(ctx); err != nil {
+		return fmt.Errorf("start task %s: %w", id, err)
+	}
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		return fmt.Errorf("read spec of %s: %w", id, err)
+	}
+
+	lines := bufio.NewScanner(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for i := 0; i < opts.count && lines.Scan(); i++ {
+		process := *spec.Process
+		process.Args = []string{"/bin/true"}
+		started := time.Now()
+		if err := execOnce(ctx, task, fmt.Sprintf("true-%d", i), &process); err != nil {
+			return err
+		}
+		if err := out.Encode(map[string]float64{"ms": ms(time.Since(started))}); err != nil {
+			return err
+		}
+	}
+	return lines.Err()
+}
+
+func execOnce(ctx context.Context, task containerd.Task, execID string, process *specs.Process) error {
+	exec, err := task.Exec(ctx, execID, process, cio.NullIO)
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", execID, err)
+	}
+	exited, err := exec.Wait(ctx)
+	if err != nil {
+		exec.Delete(ctx)
+		return fmt.Errorf("wait exec %s: %w", execID, err)
+	}
+	if err := exec.Start(ctx); err != nil {
+		exec.Delete(ctx)
+		return fmt.Errorf("start exec %s: %w", execID, err)
+	}
+	status := <-exited
+	if _, err := exec.Delete(ctx); err != nil {
+		return fmt.Errorf("delete exec %s: %w", execID, err)
+	}
+	if code, _, err := status.Result(); err != nil || code != 0 {
+		return fmt.Errorf("exec %s exited with %d: %v", execID, code, err)
+	}
+	return nil
 }
 
 func runThroughput(ctx context.Context, client *containerd.Client, opts options) error {
