@@ -4,9 +4,9 @@
 // Every mode creates containers from a root folder with containerd.WithNewSpec and the runc v2
 // runtime, without an image, and prints one JSON object per line on stdout:
 //
-//	lifecycle   -n N                      runs N sequential lifecycles of /bin/true when a line
-//	                                      "go" arrives on stdin, printing {"ms": ...} per line;
-//	                                      the bench interleaves it with the other clients
+//	lifecycle   -n N                      runs one lifecycle of /bin/true for each "go" line on
+//	                                      stdin, at most N, printing {"ms": ...} per line; the
+//	                                      bench interleaves it with the other clients
 //	exec        -n N                      starts one container running sleep, then runs
 //	                                      /bin/true in it with exec for each "go" line on
 //	                                      stdin, printing {"ms": ...} per line
