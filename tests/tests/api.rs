@@ -625,3 +625,23 @@ async fn reloaded_client_reattaches_init_and_execs() {
     client.shutdown(Duration::from_secs(5)).await;
     harness.containerd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ignores_output_never_taken() {
+    let harness = Harness::start().await;
+    let spec = harness.spec(&["sh", "-c", "echo ignored; exit 4"]);
+    let container = harness
+        .client
+        .create_container("untaken", spec)
+        .await
+        .expect("create");
+    let task = container.start_task(OUTPUT).await.expect("start");
+    let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
+        .await
+        .expect("wait returns although nobody took the output")
+        .expect("wait");
+    assert_eq!(status.code, 4);
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}

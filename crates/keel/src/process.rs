@@ -1,5 +1,7 @@
 //! The handle of an exec process.
 
+use std::sync::{Mutex, PoisonError};
+
 use keel_container::{ContainerMsg, OutputStream, ProcessIo, StdinStream};
 use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus, Target};
 
@@ -13,7 +15,7 @@ pub struct Process {
     exec_id: ExecId,
     target: Target,
     pid: u32,
-    io: ProcessIo,
+    io: Mutex<ProcessIo>,
 }
 
 impl Process {
@@ -23,7 +25,7 @@ impl Process {
             container,
             exec_id,
             pid: 0,
-            io,
+            io: Mutex::new(io),
         }
     }
 
@@ -43,19 +45,30 @@ impl Process {
         self.pid
     }
 
+    fn io_mut(&mut self) -> &mut ProcessIo {
+        self.io.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the output streams this handle still holds, which nobody can read any more.
+    fn release_untaken_output(&self) {
+        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(io.stdout.take());
+        drop(io.stderr.take());
+    }
+
     /// Takes the stdout stream; `None` when not requested or already taken.
     pub fn take_stdout(&mut self) -> Option<OutputStream> {
-        self.io.stdout.take()
+        self.io_mut().stdout.take()
     }
 
     /// Takes the stderr stream; `None` when not requested, on a terminal, or already taken.
     pub fn take_stderr(&mut self) -> Option<OutputStream> {
-        self.io.stderr.take()
+        self.io_mut().stderr.take()
     }
 
     /// Takes the stdin stream; `None` when not requested or already taken.
     pub fn take_stdin(&mut self) -> Option<StdinStream> {
-        self.io.stdin.take()
+        self.io_mut().stdin.take()
     }
 
     fn process_id(&self) -> ProcessId {
@@ -82,12 +95,14 @@ impl Process {
         Ok(())
     }
 
-    /// Waits until the process exits and the output streams handed out are closed.
+    /// Waits until the process exits and the output streams handed out are closed. Output
+    /// streams not yet taken from this handle are dropped first, since nobody could read them.
     ///
     /// # Errors
     ///
     /// Returns not found when the process failed to start or its task was deleted.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
+        self.release_untaken_output();
         let process = self.process_id();
         request_unbounded(
             self.container.actor(),
@@ -129,7 +144,7 @@ impl Process {
     ///
     /// Returns containerd's error.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
-        drop(self.io.stdin.take());
+        drop(self.io_mut().stdin.take());
         let process = self.process_id();
         request(
             self.container.actor(),

@@ -1,6 +1,7 @@
 //! The handle of a container's task and its init process.
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use keel_container::{
     ContainerMsg, CreateExec, OutputStream, ProcessIo, StdinStream, StdioRequest,
@@ -19,12 +20,16 @@ use crate::validate::check_process;
 pub struct Task {
     container: Container,
     pid: u32,
-    io: ProcessIo,
+    io: Mutex<ProcessIo>,
 }
 
 impl Task {
     pub(crate) fn new(container: Container, pid: u32, io: ProcessIo) -> Self {
-        Self { container, pid, io }
+        Self {
+            container,
+            pid,
+            io: Mutex::new(io),
+        }
     }
 
     /// The init process's pid on the host.
@@ -37,19 +42,30 @@ impl Task {
         &self.container
     }
 
+    fn io_mut(&mut self) -> &mut ProcessIo {
+        self.io.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the output streams this handle still holds, which nobody can read any more.
+    fn release_untaken_output(&self) {
+        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(io.stdout.take());
+        drop(io.stderr.take());
+    }
+
     /// Takes the stdout stream; `None` when not requested or already taken.
     pub fn take_stdout(&mut self) -> Option<OutputStream> {
-        self.io.stdout.take()
+        self.io_mut().stdout.take()
     }
 
     /// Takes the stderr stream; `None` when not requested, on a terminal, or already taken.
     pub fn take_stderr(&mut self) -> Option<OutputStream> {
-        self.io.stderr.take()
+        self.io_mut().stderr.take()
     }
 
     /// Takes the stdin stream; `None` when not requested or already taken.
     pub fn take_stdin(&mut self) -> Option<StdinStream> {
-        self.io.stdin.take()
+        self.io_mut().stdin.take()
     }
 
     async fn ask<T: Send + 'static>(
@@ -80,13 +96,15 @@ impl Task {
         Ok(())
     }
 
-    /// Waits until the init process exits and the output streams handed out are closed.
+    /// Waits until the init process exits and the output streams handed out are closed. Output
+    /// streams not yet taken from this handle are dropped first, since nobody could read them.
     ///
     /// # Errors
     ///
     /// Returns not found when the task was deleted or failed to start, or cancelled when the
     /// client shut down.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
+        self.release_untaken_output();
         let container = &self.container;
         request_unbounded(
             container.actor(),
@@ -122,7 +140,7 @@ impl Task {
     ///
     /// Returns containerd's error.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
-        drop(self.io.stdin.take());
+        drop(self.io_mut().stdin.take());
         self.ask(Operation::CloseStdin, |reply| {
             ContainerMsg::CloseStdin(ProcessId::Init, reply)
         })
