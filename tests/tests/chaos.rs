@@ -454,12 +454,12 @@ async fn lifecycles_survive_containerd_kills() {
         bundles.is_empty(),
         "seed {seed}: bundle folders left: {bundles:?}"
     );
-    let mut stale_bundles = outcome.stale_bundles.clone();
-    stale_bundles.sort_unstable();
-    assert_eq!(
-        containerd.task_bundle_ids(&namespace),
-        stale_bundles,
-        "seed {seed}: containerd task bundles left"
+    // A stale bundle stays with containerd 1.6.20 and is removed by containerd 1.7 later.
+    let stale_bundles = &outcome.stale_bundles;
+    let task_bundles = containerd.task_bundle_ids(&namespace);
+    assert!(
+        task_bundles.iter().all(|id| stale_bundles.contains(id)),
+        "seed {seed}: containerd task bundles left: {task_bundles:?}, stale: {stale_bundles:?}"
     );
     if !stale_bundles.is_empty() {
         eprintln!("chaos: containerd kept stale task bundles of {stale_bundles:?}");

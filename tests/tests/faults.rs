@@ -27,6 +27,9 @@ use keel_tests::Recorder;
 /// The bound on how long keel may take to report an exit once containerd serves again.
 const EXIT_AFTER_RECONNECT: Duration = Duration::from_secs(10);
 
+/// How long a test retries a task create that containerd rejects for a stale task bundle.
+const STALE_BUNDLE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a test waits for late duplicates before it counts exits.
 const SETTLE: Duration = Duration::from_millis(500);
 
@@ -513,28 +516,36 @@ async fn remove_step(fixture: &Fixture, id: &str, outcome: StepOutcome) {
 
 impl Fixture {
     /// Creates container `id` again, runs a task in it and deletes both. Returns false when
-    /// containerd refused the task because of a stale task bundle (see
-    /// [`is_stale_task_bundle`]); the container is deleted then too.
+    /// containerd kept refusing the task for [`STALE_BUNDLE_WAIT`] because of a stale task
+    /// bundle (see [`is_stale_task_bundle`]); the container is deleted then too.
     async fn create_again(&self, id: &str) -> bool {
         let container = self
             .client
             .create_container(id, self.spec("exit 0"))
             .await
             .unwrap_or_else(|error| panic!("{id}: create again: {error}"));
-        match container.start_task(StdioRequest::default()).await {
-            Ok(task) => {
-                self.finish_one((container, task)).await;
-                true
+        let started = Instant::now();
+        loop {
+            let error = match container.start_task(StdioRequest::default()).await {
+                Ok(task) => {
+                    self.finish_one((container, task)).await;
+                    return true;
+                }
+                Err(error) => error,
+            };
+            assert!(is_stale_task_bundle(&error), "{id}: start again: {error:?}");
+            // containerd 1.7.24 removed such a folder soon after it restarted; 1.6.20 kept it.
+            if started.elapsed() < STALE_BUNDLE_WAIT {
+                tracing::info!(%id, "task rejected for a stale task bundle; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
             }
-            Err(error) if is_stale_task_bundle(&error) => {
-                tracing::warn!(%id, %error, "containerd kept a stale task bundle");
-                container
-                    .delete()
-                    .await
-                    .unwrap_or_else(|error| panic!("{id}: delete after a stale bundle: {error}"));
-                false
-            }
-            Err(error) => panic!("{id}: start again: {error:?}"),
+            tracing::warn!(%id, %error, "containerd kept a stale task bundle");
+            container
+                .delete()
+                .await
+                .unwrap_or_else(|error| panic!("{id}: delete after a stale bundle: {error}"));
+            return false;
         }
     }
 
