@@ -39,6 +39,20 @@ impl Registry {
             .collect()
     }
 
+    /// Empties the registry and returns the ids it tracked, for a supervisor that lost its
+    /// container actors and must load them again.
+    pub fn take_ids(&self) -> Vec<ContainerId> {
+        let ids: Vec<ContainerId> = self
+            .containers
+            .iter()
+            .map(|entry| entry.key().clone())
+            .collect();
+        for container_id in &ids {
+            self.containers.remove(container_id);
+        }
+        ids
+    }
+
     pub(crate) fn insert(&self, container_id: ContainerId, actor: ActorRef<ContainerMsg>) {
         self.containers.insert(container_id, actor);
     }

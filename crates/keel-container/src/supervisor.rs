@@ -20,6 +20,9 @@ use crate::{Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptio
 /// Messages the containers supervisor handles.
 #[derive(Debug)]
 pub enum SupervisorMsg {
+    /// Spawns an actor for a container that exists in containerd and has it load its state
+    /// and reconcile; sent for each container after a failed supervisor is replaced.
+    Adopt(ContainerId),
     /// Spawns the actor of a container that is about to be created; fails with already
     /// exists when the container is tracked.
     Spawn(
@@ -92,6 +95,13 @@ impl Actor for ContainersSupervisor {
         state: &mut Supervisor,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            SupervisorMsg::Adopt(container_id) => {
+                if state.args.registry.get(&container_id).is_none()
+                    && let Ok(actor) = state.spawn(&myself, container_id.clone()).await
+                {
+                    let _ = actor.cast(ContainerMsg::Reload);
+                }
+            }
             SupervisorMsg::Spawn(container_id, reply) => {
                 let result = match state.args.registry.get(&container_id) {
                     Some(_) => Err(Error::Rejected {

@@ -1,11 +1,18 @@
 //! The root of the actor tree.
 //!
 //! Restart table: the connection actor, the event actor and the containers supervisor are
-//! linked to the root. When one fails, the root spawns a replacement with the same arguments
-//! and publishes its reference; a new event actor subscribes and reconciles, so events missed
-//! meanwhile are still reported. A child that stops normally is not restarted. Stopping the
-//! root stops the event actor first (no more routing), then every container actor, then the
-//! containers supervisor and the connection actor, waiting for each.
+//! linked to the root, which publishes each replacement's reference.
+//!
+//! | failed child | replacement |
+//! | --- | --- |
+//! | connection actor | a new one, then a new event actor that holds the new reference |
+//! | event actor | a new one, which subscribes and reconciles, so missed exits are reported |
+//! | containers supervisor | a new one, which gives every tracked container a new actor that loads its state and reconciles (the old container actors died with their supervisor) |
+//!
+//! A child that stops normally is not restarted, and a failed restart is logged while the
+//! rest of the tree keeps serving. Stopping the root stops the event actor first (no more
+//! routing), then every container actor, then the containers supervisor and the connection
+//! actor, waiting for each.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -108,22 +115,62 @@ impl Actor for Tree {
         };
         let cell = myself.get_cell();
         let failed_id = failed.get_id();
-        if failed_id == children.connection.get_id() {
+        let restarted = if failed_id == children.connection.get_id() {
             tracing::error!(%error, "connection actor failed; restarting it");
-            children.connection = args.spawn_connection(&cell).await?;
+            args.restart_connection(&cell, &mut children).await
         } else if failed_id == children.events.get_id() {
             tracing::error!(%error, "event actor failed; restarting it");
-            children.events = args.spawn_events(&cell, &children.connection).await?;
+            args.spawn_events(&cell, &children.connection)
+                .await
+                .map(|events| children.events = events)
         } else if failed_id == children.containers.get_id() {
             tracing::error!(%error, "containers supervisor failed; restarting it");
-            children.containers = args.spawn_containers(&cell).await?;
+            args.restart_containers(&cell, &mut children).await
+        } else {
+            Ok(())
+        };
+        // A failed restart leaves that child down; the rest of the tree keeps serving.
+        if let Err(error) = restarted {
+            tracing::error!(%error, "cannot restart a failed actor");
         }
         args.publish(children);
         Ok(())
     }
 }
 
+// NOTE: no test makes a child of the root fail yet, so the restarts below have been read and
+// compiled but not run; a fault hook that panics an actor on request would let a test run them.
 impl TreeArgs {
+    /// Replaces the connection actor, then the event actor, which holds the connection's
+    /// reference to ask for health checks when its stream breaks.
+    async fn restart_connection(
+        &self,
+        cell: &ActorCell,
+        children: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        children.connection = self.spawn_connection(cell).await?;
+        children
+            .events
+            .stop(Some("connection actor replaced".to_owned()));
+        children.events = self.spawn_events(cell, &children.connection).await?;
+        Ok(())
+    }
+
+    /// Replaces the containers supervisor. Its container actors died with it, so each tracked
+    /// container gets a new actor that loads its state from containerd and reconciles.
+    async fn restart_containers(
+        &self,
+        cell: &ActorCell,
+        children: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        let container_ids = self.registry.take_ids();
+        children.containers = self.spawn_containers(cell).await?;
+        for container_id in container_ids {
+            let _ = children.containers.cast(SupervisorMsg::Adopt(container_id));
+        }
+        Ok(())
+    }
+
     fn current(&self) -> Option<Children> {
         self.children
             .read()
