@@ -276,111 +276,122 @@ impl Actor for ContainerActor {
         message: ContainerMsg,
         container: &mut ContainerState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ContainerMsg::Create(request, reply) => {
-                let result = container.create(*request).await;
-                if result.is_err() {
-                    container.leave(&myself, "create failed");
-                }
-                let _ = reply.send(result);
-            }
-            ContainerMsg::Load(reply) => {
-                let result = container.load().await;
-                if result.is_err() {
-                    container.leave(&myself, "load failed");
-                }
-                let _ = reply.send(result);
-            }
-            ContainerMsg::CreateTask(request, reply) => {
-                let _ = reply.send(container.create_task(*request).await);
-            }
-            ContainerMsg::StartTask(reply) => {
-                let _ = reply.send(container.start_task(&myself).await);
-            }
-            ContainerMsg::Attach(reply) => {
-                let _ = reply.send(container.attach().await);
-            }
-            ContainerMsg::InitPid(reply) => {
-                let result = container.adopt_untracked_task().await.and_then(|()| {
-                    let pid = container.task.as_ref().and_then(|task| task.init.pid);
-                    pid.ok_or_else(|| container.no_task(Operation::Status))
-                });
-                let _ = reply.send(result);
-            }
-            ContainerMsg::Exec(request, reply) => {
-                let _ = reply.send(container.exec(*request).await);
-            }
-            ContainerMsg::StartExec(exec_id, reply) => {
-                let _ = reply.send(container.start_exec(exec_id).await);
-            }
-            ContainerMsg::DeleteExec(exec_id, reply) => {
-                let _ = reply.send(container.delete_exec(&exec_id).await);
-            }
-            ContainerMsg::Wait(process, reply) => container.wait(&process, reply),
-            ContainerMsg::Kill {
-                process,
-                signal,
-                all,
-                reply,
-            } => {
-                let _ = reply.send(container.kill(&process, signal, all).await);
-            }
-            ContainerMsg::CloseStdin(process, reply) => {
-                let _ = reply.send(container.close_stdin(&process).await);
-            }
-            ContainerMsg::Resize {
-                process,
-                width,
-                height,
-                reply,
-            } => {
-                let _ = reply.send(container.resize(&process, width, height).await);
-            }
-            ContainerMsg::Pause(reply) => {
-                let _ = reply.send(container.pause().await);
-            }
-            ContainerMsg::Resume(reply) => {
-                let _ = reply.send(container.resume().await);
-            }
-            ContainerMsg::Update(resources, reply) => {
-                let _ = reply.send(container.update(&resources).await);
-            }
-            ContainerMsg::Stats(reply) => {
-                let _ = reply.send(container.stats().await);
-            }
-            ContainerMsg::Processes(reply) => {
-                let _ = reply.send(container.processes().await);
-            }
-            ContainerMsg::Status(process, reply) => {
-                let _ = reply.send(container.status(&process).await);
-            }
-            ContainerMsg::Checkpoint { dir, exit, reply } => {
-                let _ = reply.send(container.checkpoint(&dir, exit).await);
-            }
-            ContainerMsg::DeleteTask(reply) => {
-                let _ = reply.send(container.delete_task().await);
-            }
-            ContainerMsg::Delete(reply) => {
-                let result = container.delete().await;
-                if result.is_ok() {
-                    container.leave(&myself, "container deleted");
-                }
-                let _ = reply.send(result);
-            }
-            ContainerMsg::Event(event) => container.apply_event(&myself, event).await,
-            ContainerMsg::Reconcile => container.reconcile(&myself).await,
-            ContainerMsg::Reload => {
-                if let Err(error) = container.load().await {
-                    tracing::error!(container_id = %container.container_id, %error, "cannot reload container");
-                    container.leave(&myself, "reload failed");
-                    return Ok(());
-                }
-                container.reconcile(&myself).await;
-            }
-            ContainerMsg::ReleaseInitExit => container.release_init_exit(true).await,
-        }
-        Ok(())
+        // The dispatch future is about 17 KiB, and an actor's task would reserve room for it
+        // even while idle; boxing it keeps an idle container actor small.
+        Box::pin(dispatch(myself, message, container)).await
     }
+}
+
+/// Runs the handler of one message.
+async fn dispatch(
+    myself: ActorRef<ContainerMsg>,
+    message: ContainerMsg,
+    container: &mut ContainerState,
+) -> Result<(), ActorProcessingErr> {
+    match message {
+        ContainerMsg::Create(request, reply) => {
+            let result = container.create(*request).await;
+            if result.is_err() {
+                container.leave(&myself, "create failed");
+            }
+            let _ = reply.send(result);
+        }
+        ContainerMsg::Load(reply) => {
+            let result = container.load().await;
+            if result.is_err() {
+                container.leave(&myself, "load failed");
+            }
+            let _ = reply.send(result);
+        }
+        ContainerMsg::CreateTask(request, reply) => {
+            let _ = reply.send(container.create_task(*request).await);
+        }
+        ContainerMsg::StartTask(reply) => {
+            let _ = reply.send(container.start_task(&myself).await);
+        }
+        ContainerMsg::Attach(reply) => {
+            let _ = reply.send(container.attach().await);
+        }
+        ContainerMsg::InitPid(reply) => {
+            let result = container.adopt_untracked_task().await.and_then(|()| {
+                let pid = container.task.as_ref().and_then(|task| task.init.pid);
+                pid.ok_or_else(|| container.no_task(Operation::Status))
+            });
+            let _ = reply.send(result);
+        }
+        ContainerMsg::Exec(request, reply) => {
+            let _ = reply.send(container.exec(*request).await);
+        }
+        ContainerMsg::StartExec(exec_id, reply) => {
+            let _ = reply.send(container.start_exec(exec_id).await);
+        }
+        ContainerMsg::DeleteExec(exec_id, reply) => {
+            let _ = reply.send(container.delete_exec(&exec_id).await);
+        }
+        ContainerMsg::Wait(process, reply) => container.wait(&process, reply),
+        ContainerMsg::Kill {
+            process,
+            signal,
+            all,
+            reply,
+        } => {
+            let _ = reply.send(container.kill(&process, signal, all).await);
+        }
+        ContainerMsg::CloseStdin(process, reply) => {
+            let _ = reply.send(container.close_stdin(&process).await);
+        }
+        ContainerMsg::Resize {
+            process,
+            width,
+            height,
+            reply,
+        } => {
+            let _ = reply.send(container.resize(&process, width, height).await);
+        }
+        ContainerMsg::Pause(reply) => {
+            let _ = reply.send(container.pause().await);
+        }
+        ContainerMsg::Resume(reply) => {
+            let _ = reply.send(container.resume().await);
+        }
+        ContainerMsg::Update(resources, reply) => {
+            let _ = reply.send(container.update(&resources).await);
+        }
+        ContainerMsg::Stats(reply) => {
+            let _ = reply.send(container.stats().await);
+        }
+        ContainerMsg::Processes(reply) => {
+            let _ = reply.send(container.processes().await);
+        }
+        ContainerMsg::Status(process, reply) => {
+            let _ = reply.send(container.status(&process).await);
+        }
+        ContainerMsg::Checkpoint { dir, exit, reply } => {
+            let _ = reply.send(container.checkpoint(&dir, exit).await);
+        }
+        ContainerMsg::DeleteTask(reply) => {
+            let _ = reply.send(container.delete_task().await);
+        }
+        ContainerMsg::Delete(reply) => {
+            let result = container.delete().await;
+            if result.is_ok() {
+                container.leave(&myself, "container deleted");
+            }
+            let _ = reply.send(result);
+        }
+        ContainerMsg::Event(event) => container.apply_event(&myself, event).await,
+        ContainerMsg::Reconcile => container.reconcile(&myself).await,
+        ContainerMsg::Reload => {
+            if let Err(error) = container.load().await {
+                tracing::error!(container_id = %container.container_id, %error, "cannot reload container");
+                container.leave(&myself, "reload failed");
+                return Ok(());
+            }
+            container.reconcile(&myself).await;
+        }
+        ContainerMsg::ReleaseInitExit => container.release_init_exit(true).await,
+    }
+    Ok(())
 }
 
 impl ContainerState {
