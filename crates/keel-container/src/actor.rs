@@ -220,6 +220,9 @@ pub struct ContainerState {
     pub(crate) criu_runs: u64,
     /// Set once the exec limit was hit and logged, so the log shows it once.
     pub(crate) exec_limit_logged: bool,
+    /// Out-of-memory kills reported for the current task. It lives here, not in the task's
+    /// state, so a repeat that arrives after the task was deleted is still recognized.
+    pub(crate) oom_reported: u64,
 }
 
 impl Actor for ContainerActor {
@@ -256,6 +259,7 @@ impl Actor for ContainerActor {
             task: None,
             criu_runs: 0,
             exec_limit_logged: false,
+            oom_reported: 0,
         })
     }
 

@@ -81,7 +81,7 @@ impl ContainerState {
     /// cgroup v1 on Linux 6.1). The first event of a task is reported; a later one only when
     /// the cgroup's kill counter shows more kills than keel reported.
     async fn record_out_of_memory(&mut self, timestamp: SystemTime) {
-        let reported = self.task.as_ref().map_or(0, |task| task.oom_reported);
+        let reported = self.oom_reported;
         let kills = match self.stats().await {
             Ok(stats) => Some(stats.memory.oom_kills),
             Err(_) => None,
@@ -90,10 +90,28 @@ impl ContainerState {
         if !is_news {
             return;
         }
-        if let Some(task) = self.task.as_mut() {
-            task.oom_reported = kills.unwrap_or(0).max(reported + 1);
-        }
+        self.oom_reported = kills.unwrap_or(0).max(reported + 1);
         self.deliver(Event::OutOfMemory, timestamp).await;
+    }
+
+    /// Reports an out-of-memory kill that no event reported before the init exit.
+    ///
+    /// containerd 1.6's runc shim watches a task's cgroup for OOM only once the task has
+    /// started, so a process killed before that produces no event; the cgroup's kill counter
+    /// still shows the kill until the task is deleted.
+    async fn report_silent_out_of_memory(&mut self, exit_code: u32) {
+        const KILLED_BY_SIGKILL: u32 = 128 + 9;
+        if exit_code != KILLED_BY_SIGKILL || self.oom_reported > 0 {
+            return;
+        }
+        let Ok(stats) = self.stats().await else {
+            return;
+        };
+        if stats.memory.oom_kills == 0 {
+            return;
+        }
+        self.oom_reported = stats.memory.oom_kills;
+        self.deliver(Event::OutOfMemory, SystemTime::now()).await;
     }
 
     pub(crate) async fn record_start(
@@ -249,6 +267,7 @@ impl ContainerState {
             self.record_exit(process, 0, synthetic, reason, SystemTime::now())
                 .await;
         }
+        self.report_silent_out_of_memory(held.status.code).await;
         let tracker = self.tracker.clone();
         let Some(task) = self.task.as_mut() else {
             return;

@@ -53,8 +53,6 @@ pub(crate) struct TaskState {
     pub(crate) held_init_exit: Option<HeldExit>,
     /// Whether the task is frozen.
     pub(crate) paused: bool,
-    /// Out-of-memory events reported for this task.
-    pub(crate) oom_reported: u64,
 }
 
 /// An init exit recorded but not yet reported.
@@ -72,7 +70,6 @@ impl TaskState {
             execs: HashMap::new(),
             held_init_exit: None,
             paused: false,
-            oom_reported: 0,
         }
     }
 
@@ -270,6 +267,8 @@ impl ContainerState {
             }
         };
         let mut task = task;
+        // A new task starts its own count of out-of-memory kills.
+        self.oom_reported = 0;
         if request.restore_from.is_none() {
             let pid = response.pid;
             task.init.mark_created(pid);
