@@ -113,8 +113,8 @@ pub fn children_cpu_time_ms() -> anyhow::Result<f64> {
     usage_ms(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
 }
 
-fn usage_ms(who: nix::sys::resource::UsageWho) -> anyhow::Result<f64> {
-    let usage = nix::sys::resource::getrusage(who)?;
+fn usage_ms(scope: nix::sys::resource::UsageWho) -> anyhow::Result<f64> {
+    let usage = nix::sys::resource::getrusage(scope)?;
     let ms =
         |time: nix::sys::time::TimeVal| time.tv_sec() as f64 * 1e3 + time.tv_usec() as f64 / 1e3;
     Ok(ms(usage.user_time()) + ms(usage.system_time()))
