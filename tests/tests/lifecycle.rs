@@ -204,3 +204,25 @@ async fn invalid_ids_rejected_without_side_effects() {
     assert!(harness.containerd_containers().is_empty());
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_event_stream_stays_open() {
+    use std::sync::atomic::Ordering;
+
+    let harness = Harness::start().await;
+    let stats = harness.client.event_stats();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stats.subscriptions.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event stream never went live"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // containerd 1.6 closes a connection that sends HTTP/2 pings more often than every
+    // 5 minutes without data; an idle client must keep its one subscription for longer than
+    // three such pings would take at a 10 s interval.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 1);
+    harness.stop().await;
+}

@@ -129,10 +129,12 @@ fn lazy_unix_channel(socket: &Path) -> tonic::transport::Channel {
     });
     // The URI is required by the HTTP/2 layer but never resolved: the connector above decides
     // where the connection goes.
+    //
+    // No HTTP/2 keep-alive pings: containerd 1.6 sets no keep-alive policy, so its gRPC server
+    // closes a connection that pings more often than every 5 minutes without data: a 10 s ping
+    // broke an idle event stream after about 40 s here (`idle_event_stream_stays_open`). A dead containerd closes the unix socket,
+    // and a frozen one is caught by request deadlines and the connection actor's health checks.
     Endpoint::from_static("http://containerd.sock")
         .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
         .connect_with_connector_lazy(connector)
 }
