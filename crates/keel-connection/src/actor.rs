@@ -92,6 +92,9 @@ pub struct Connection {
     lifecycle: ConnectionState,
     check: Option<AbortOnDropHandle<()>>,
     timer: Option<AbortOnDropHandle<()>>,
+    /// A check was requested while one was in flight; if that one fails, the next starts at
+    /// once instead of after the backoff delay, so a socket that appeared meanwhile is used.
+    recheck_requested: bool,
     /// The socket watcher; held only so that dropping the state aborts it.
     _socket_watch: Option<AbortOnDropHandle<()>>,
 }
@@ -114,6 +117,7 @@ impl Actor for ConnectionActor {
             lifecycle: ConnectionState::Connecting { attempt: 1 },
             check: None,
             timer: None,
+            recheck_requested: false,
             _socket_watch: socket_watch,
         };
         connection.start_check(&myself);
@@ -175,12 +179,23 @@ impl Connection {
     /// Checks at once, unless containerd is connected and a check is already scheduled.
     fn check_now(&mut self, myself: &ActorRef<ConnectionMsg>) {
         self.timer = None;
+        if self
+            .check
+            .as_ref()
+            .is_some_and(|check| !check.is_finished())
+        {
+            self.recheck_requested = true;
+            return;
+        }
         self.start_check(myself);
     }
 
     /// Moves the state machine on the result of a health check and schedules the next one.
     fn finish_check(&mut self, myself: &ActorRef<ConnectionMsg>, result: Result<(), String>) {
         self.check = None;
+        if result.is_ok() {
+            self.recheck_requested = false;
+        }
         let next_check = match (result, self.lifecycle) {
             (Ok(()), ConnectionState::Connected) => self.args.health_interval,
             (Ok(()), _) => {
@@ -197,7 +212,11 @@ impl Connection {
                         1
                     }
                 };
-                let retry_in = self.args.backoff.delay(attempt);
+                let retry_in = if std::mem::take(&mut self.recheck_requested) {
+                    Duration::ZERO
+                } else {
+                    self.args.backoff.delay(attempt)
+                };
                 tracing::debug!(socket = %self.args.socket.display(), attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "health check failed");
                 self.publish(ConnectionState::Backoff { attempt, retry_in });
                 retry_in
