@@ -22,7 +22,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{Backoff, Services, socket_watch};
 
-/// What the connection actor knows about containerd.
+/// The connection actor's view of containerd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionState {
     /// A health check is in flight; `attempt` counts the checks since containerd last served.
@@ -77,7 +77,7 @@ pub struct ConnectionArgs {
     pub health_timeout: Duration,
     /// The delays between reconnect attempts.
     pub backoff: Backoff,
-    /// Where state changes are published; created by the caller so it outlives restarts.
+    /// The channel state changes are published on. The caller creates it, so it outlives restarts.
     pub state: Arc<watch::Sender<ConnectionState>>,
 }
 

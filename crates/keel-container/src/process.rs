@@ -1,5 +1,5 @@
-//! What a container actor knows about one process, and the rules that report each change
-//! exactly once whichever source (event stream, reply, reconciliation) sees it first.
+//! A container actor's record of one process, and the rules that report each change exactly
+//! once, whichever source (event stream, reply, reconciliation) reports it first.
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub(crate) struct ProcessState {
     pub(crate) streams_open: Arc<watch::Sender<usize>>,
     /// The caller closed stdin before the process existed in the shim; sent at start.
     pub(crate) close_stdin_pending: bool,
-    /// containerd no longer knows the process: keel deleted it after its exit.
+    /// Set when keel deleted the process from containerd after its exit.
     pub(crate) deleted: bool,
     waiters: Vec<RpcReplyPort<Result<ExitStatus, Error>>>,
 }
@@ -89,7 +89,7 @@ impl ProcessState {
         true
     }
 
-    /// Answers `waiter` once the exit is known and the caller's output streams are closed.
+    /// Replies to `waiter` once the exit is known and the caller's output streams are closed.
     pub(crate) fn add_waiter(
         &mut self,
         waiter: RpcReplyPort<Result<ExitStatus, Error>>,
@@ -99,7 +99,7 @@ impl ProcessState {
         self.answer_waiters(tracker);
     }
 
-    /// Answers every waiter when the exit is known.
+    /// Replies to every waiter when the exit is known.
     pub(crate) fn answer_waiters(&mut self, tracker: &TaskTracker) {
         let Some(status) = self.exit_status() else {
             return;

@@ -62,10 +62,10 @@ pub struct RuncOptions {
     /// Uses systemd to manage cgroups.
     #[prost(bool, tag = "9")]
     pub systemd_cgroup: bool,
-    /// Where criu writes its images.
+    /// The folder criu writes its images to.
     #[prost(string, tag = "10")]
     pub criu_image_path: String,
-    /// Where criu writes its logs and work files.
+    /// The folder criu writes its logs and work files to.
     #[prost(string, tag = "11")]
     pub criu_work_path: String,
 }
@@ -92,10 +92,10 @@ pub(crate) struct CheckpointOptions {
     /// Stops the container after the checkpoint.
     #[prost(bool, tag = "1")]
     pub(crate) exit: bool,
-    /// Where criu writes the image; containerd then stores nothing in its content store.
+    /// The folder criu writes the image to, so containerd stores nothing in its content store.
     #[prost(string, tag = "8")]
     pub(crate) image_path: String,
-    /// Where criu writes its logs.
+    /// The folder criu writes its logs to.
     #[prost(string, tag = "9")]
     pub(crate) work_path: String,
 }
@@ -109,7 +109,7 @@ impl CheckpointOptions {
     }
 }
 
-/// What the runc shim reports about one process in a process list.
+/// The runc shim's details of one process in a process list.
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct ProcessDetails {
     /// The exec id of the process, empty for others.

@@ -47,7 +47,7 @@ pub enum EventMsg {
 pub struct EventArgs {
     /// The service clients.
     pub services: Services,
-    /// Where decoded events go.
+    /// The receiver of decoded events.
     pub router: Arc<dyn Router>,
     /// The connection actor, told to check containerd when the stream breaks.
     pub connection: ActorRef<ConnectionMsg>,

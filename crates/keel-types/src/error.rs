@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::{ContainerId, ExecId};
 
-/// What went wrong, in the categories an engine acts on.
+/// The category of a failure, as an engine acts on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -159,7 +159,7 @@ pub enum Error {
     Containerd {
         /// The failed request.
         operation: Operation,
-        /// What the request was about.
+        /// The object of the request.
         target: Target,
         /// The category of the failure.
         kind: ErrorKind,
@@ -168,16 +168,16 @@ pub enum Error {
         source: tonic::Status,
     },
 
-    /// keel refused the request because of what it knows about the object.
+    /// keel rejected the request because of the state it tracks for the object.
     #[error("{operation} of {target} failed: {kind}: {reason}")]
     Rejected {
         /// The refused request.
         operation: Operation,
-        /// What the request was about.
+        /// The object of the request.
         target: Target,
         /// The category of the refusal.
         kind: ErrorKind,
-        /// Why the request cannot proceed and what to do instead.
+        /// The reason the request cannot proceed, and what to do instead.
         reason: String,
     },
 
@@ -186,7 +186,7 @@ pub enum Error {
     TimedOut {
         /// The request that ran out of time.
         operation: Operation,
-        /// What the request was about.
+        /// The object of the request.
         target: Target,
         /// The deadline that passed.
         timeout: Duration,
@@ -197,7 +197,7 @@ pub enum Error {
     Io {
         /// The request that needed the file.
         operation: Operation,
-        /// What the request was about.
+        /// The object of the request.
         target: Target,
         /// The file or folder.
         path: PathBuf,
@@ -211,7 +211,7 @@ pub enum Error {
     Stopped {
         /// The request that could not be sent.
         operation: Operation,
-        /// What the request was about.
+        /// The object of the request.
         target: Target,
     },
 }
@@ -247,7 +247,7 @@ impl Error {
 /// Maps containerd's reply to an [`ErrorKind`].
 ///
 /// The gRPC code decides, except for replies where containerd 1.6 and 1.7 send `Unknown` and
-/// only the message tells the case apart: pausing or resuming a task that is not running, exec
+/// only the message distinguishes the case: pausing or resuming a task that is not running, exec
 /// into a stopped task, and a plain delete of a running task become failed precondition; a
 /// missing executable becomes executable not found. A status that tonic made from a failed
 /// connection (containerd died or reset it under the request) is unavailable whatever its

@@ -42,7 +42,7 @@ impl fmt::Display for ProcessId {
     }
 }
 
-/// How a process ended.
+/// The exit of a process: its code and time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitStatus {
     /// The exit code; 128 plus the signal number when a signal killed the process.
@@ -51,7 +51,7 @@ pub struct ExitStatus {
     pub exited_at: SystemTime,
 }
 
-/// Why keel reported an exit that no process reported itself.
+/// The reason keel reported an exit that no process reported itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SyntheticReason {

@@ -36,6 +36,7 @@
 
 mod client;
 mod container;
+mod held_io;
 mod process;
 mod request;
 pub mod spec;

@@ -1,11 +1,10 @@
 //! The handle of an exec process.
 
-use std::sync::{Mutex, PoisonError};
-
 use keel_container::{ContainerMsg, OutputStream, ProcessIo, StdinStream};
 use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus, Target};
 
 use crate::container::Container;
+use crate::held_io::HeldIo;
 use crate::request::{request, request_unbounded};
 
 /// An exec process in a container's task, and the caller's ends of its stdio.
@@ -15,7 +14,7 @@ pub struct Process {
     exec_id: ExecId,
     target: Target,
     pid: u32,
-    io: Mutex<ProcessIo>,
+    io: HeldIo,
 }
 
 impl Process {
@@ -25,7 +24,7 @@ impl Process {
             container,
             exec_id,
             pid: 0,
-            io: Mutex::new(io),
+            io: HeldIo::new(io),
         }
     }
 
@@ -45,30 +44,19 @@ impl Process {
         self.pid
     }
 
-    fn io_mut(&mut self) -> &mut ProcessIo {
-        self.io.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Drops the output streams this handle still holds, which nobody can read any more.
-    fn release_untaken_output(&self) {
-        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
-        drop(io.stdout.take());
-        drop(io.stderr.take());
-    }
-
     /// Takes the stdout stream; `None` when not requested or already taken.
     pub fn take_stdout(&mut self) -> Option<OutputStream> {
-        self.io_mut().stdout.take()
+        self.io.take_stdout()
     }
 
     /// Takes the stderr stream; `None` when not requested, on a terminal, or already taken.
     pub fn take_stderr(&mut self) -> Option<OutputStream> {
-        self.io_mut().stderr.take()
+        self.io.take_stderr()
     }
 
     /// Takes the stdin stream; `None` when not requested or already taken.
     pub fn take_stdin(&mut self) -> Option<StdinStream> {
-        self.io_mut().stdin.take()
+        self.io.take_stdin()
     }
 
     fn process_id(&self) -> ProcessId {
@@ -96,13 +84,13 @@ impl Process {
     }
 
     /// Waits until the process exits and the output streams handed out are closed. Output
-    /// streams not yet taken from this handle are dropped first, since nobody could read them.
+    /// streams not yet taken from this handle are dropped first, because no caller could read them.
     ///
     /// # Errors
     ///
     /// Returns not found when the process failed to start or its task was deleted.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
-        self.release_untaken_output();
+        self.io.release_untaken_output();
         let process = self.process_id();
         request_unbounded(
             self.container.actor(),
@@ -144,7 +132,7 @@ impl Process {
     ///
     /// Returns containerd's error.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
-        drop(self.io_mut().stdin.take());
+        drop(self.io.take_stdin());
         let process = self.process_id();
         request(
             self.container.actor(),

@@ -1,7 +1,6 @@
 //! The handle of a container's task and its init process.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use keel_container::{
     ContainerMsg, CreateExec, OutputStream, ProcessIo, StdinStream, StdioRequest,
@@ -11,6 +10,7 @@ use keel_types::{
 };
 
 use crate::container::Container;
+use crate::held_io::HeldIo;
 use crate::process::Process;
 use crate::request::{request, request_unbounded};
 use crate::validate::check_process;
@@ -20,7 +20,7 @@ use crate::validate::check_process;
 pub struct Task {
     container: Container,
     pid: u32,
-    io: Mutex<ProcessIo>,
+    io: HeldIo,
 }
 
 impl Task {
@@ -28,7 +28,7 @@ impl Task {
         Self {
             container,
             pid,
-            io: Mutex::new(io),
+            io: HeldIo::new(io),
         }
     }
 
@@ -42,30 +42,19 @@ impl Task {
         &self.container
     }
 
-    fn io_mut(&mut self) -> &mut ProcessIo {
-        self.io.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Drops the output streams this handle still holds, which nobody can read any more.
-    fn release_untaken_output(&self) {
-        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
-        drop(io.stdout.take());
-        drop(io.stderr.take());
-    }
-
     /// Takes the stdout stream; `None` when not requested or already taken.
     pub fn take_stdout(&mut self) -> Option<OutputStream> {
-        self.io_mut().stdout.take()
+        self.io.take_stdout()
     }
 
     /// Takes the stderr stream; `None` when not requested, on a terminal, or already taken.
     pub fn take_stderr(&mut self) -> Option<OutputStream> {
-        self.io_mut().stderr.take()
+        self.io.take_stderr()
     }
 
     /// Takes the stdin stream; `None` when not requested or already taken.
     pub fn take_stdin(&mut self) -> Option<StdinStream> {
-        self.io_mut().stdin.take()
+        self.io.take_stdin()
     }
 
     async fn ask<T: Send + 'static>(
@@ -97,14 +86,14 @@ impl Task {
     }
 
     /// Waits until the init process exits and the output streams handed out are closed. Output
-    /// streams not yet taken from this handle are dropped first, since nobody could read them.
+    /// streams not yet taken from this handle are dropped first, because no caller could read them.
     ///
     /// # Errors
     ///
     /// Returns not found when the task was deleted or failed to start, or cancelled when the
     /// client shut down.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
-        self.release_untaken_output();
+        self.io.release_untaken_output();
         let container = &self.container;
         request_unbounded(
             container.actor(),
@@ -140,7 +129,7 @@ impl Task {
     ///
     /// Returns containerd's error.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
-        drop(self.io_mut().stdin.take());
+        drop(self.io.take_stdin());
         self.ask(Operation::CloseStdin, |reply| {
             ContainerMsg::CloseStdin(ProcessId::Init, reply)
         })
