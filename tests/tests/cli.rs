@@ -1,5 +1,6 @@
 //! The `keel` binary against a real containerd: output and exit codes, piped stdin, kill and
-//! rm, events, JSON output, a pseudo-terminal session, and keel's own supervised containerd.
+//! rm, ps and events of containers another client made, JSON output, a pseudo-terminal
+//! session, and keel's own supervised containerd.
 //!
 //! The binary is built once per test run with `cargo build -p keel-cli` into the target folder
 //! of this test binary, because cargo hands `CARGO_BIN_EXE_*` only to tests of the binary's
@@ -308,6 +309,72 @@ async fn events_print_exit_as_json() {
     assert_eq!(exit["event"]["Exited"]["process"], "Init");
     assert_eq!(status.code(), Some(0));
     harness.run(&["rm", "-f", "short"], None).await;
+    harness.stop().await;
+}
+
+/// A backend for a library client that the CLI must not depend on.
+struct NoEvents;
+
+#[keel::async_trait]
+impl keel::Backend for NoEvents {
+    async fn handle_event(&self, _event: keel::ContainerEvent) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps_and_events_show_containers_of_other_clients() {
+    let harness = CliHarness::start().await;
+    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
+        .state_dir(harness.containerd.dir().join("library"));
+    let client = keel::Client::connect_with(options, NoEvents)
+        .await
+        .expect("connect a library client");
+    let spec = keel::spec::SpecBuilder::new(&harness.rootfs)
+        .args(["sh", "-c", "sleep 2; exit 4"])
+        .build();
+    let container = client
+        .create_container("library-made", spec)
+        .await
+        .expect("create");
+    let task = container
+        .start_task(keel::StdioRequest::default())
+        .await
+        .expect("start");
+
+    let rows = harness.ps().await;
+    assert_eq!(rows.len(), 1, "ps rows: {rows:?}");
+    assert_eq!(rows[0]["id"], "library-made");
+    assert_eq!(rows[0]["pid"], task.pid());
+    assert_eq!(rows[0]["status"], "running");
+    assert_eq!(rows[0]["runtime"], "io.containerd.runc.v2");
+
+    let mut events = harness.command(&["events", "--format", "json"]);
+    events.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = events.spawn().expect("spawn keel events");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let read_exit = async {
+        while let Some(line) = lines.next_line().await.expect("read events") {
+            let event: serde_json::Value = serde_json::from_str(&line).expect("event is JSON");
+            if event["event"].get("Exited").is_some() {
+                return event;
+            }
+        }
+        panic!("events ended without an exit");
+    };
+    let exit = tokio::time::timeout(COMMAND_TIMEOUT, read_exit)
+        .await
+        .expect("exit event in time");
+    child.kill().await.expect("stop keel events");
+    assert_eq!(exit["container_id"], "library-made");
+    assert_eq!(exit["event"]["Exited"]["status"]["code"], 4);
+
+    assert_eq!(task.wait().await.expect("wait").code, 4);
+    let rows = harness.ps().await;
+    assert_eq!(rows[0]["status"], "stopped (exit 4)");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    assert!(harness.ps().await.is_empty(), "ps after delete");
+    client.shutdown(Duration::from_secs(5)).await;
     harness.stop().await;
 }
 

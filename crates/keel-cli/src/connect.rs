@@ -60,8 +60,6 @@ impl Paths {
 pub struct Session {
     /// The connected client.
     pub client: Client,
-    /// The client's state folder.
-    pub paths: Paths,
     _supervisor: Option<Supervisor>,
 }
 
@@ -103,7 +101,6 @@ pub async fn connect(global: &GlobalOptions, backend: impl Backend) -> Result<Se
     }
     Ok(Session {
         client,
-        paths,
         _supervisor: supervisor,
     })
 }

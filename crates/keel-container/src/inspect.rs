@@ -3,12 +3,12 @@
 use std::time::SystemTime;
 
 use containerd_client::services::v1::{GetRequest, ListPidsRequest, MetricsRequest};
-use containerd_client::types::v1::Status as TaskStatus;
 use keel_types::{
-    Error, ErrorKind, ExecId, ExitStatus, Operation, ProcessId, ProcessInfo, ProcessStatus, Stats,
+    Error, ErrorKind, ExecId, Operation, ProcessId, ProcessInfo, ProcessStatus, Stats,
 };
 
-use crate::actor::{ContainerState, exec_id_text, system_time};
+use crate::actor::{ContainerState, exec_id_text};
+use crate::listing::process_status;
 use crate::metrics::decode_metrics;
 use crate::runtime::ProcessDetails;
 
@@ -86,17 +86,7 @@ impl ContainerState {
                 "no such process",
             ));
         };
-        let status = match TaskStatus::try_from(info.status) {
-            Ok(TaskStatus::Created) => ProcessStatus::Created,
-            Ok(TaskStatus::Running) => ProcessStatus::Running,
-            Ok(TaskStatus::Paused) => ProcessStatus::Paused,
-            Ok(TaskStatus::Pausing) => ProcessStatus::Pausing,
-            Ok(TaskStatus::Stopped) => ProcessStatus::Stopped(ExitStatus {
-                code: info.exit_status,
-                exited_at: system_time(info.exited_at),
-            }),
-            _ => ProcessStatus::Unknown,
-        };
+        let status = process_status(&info);
         Ok(status)
     }
 }

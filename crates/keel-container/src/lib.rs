@@ -16,6 +16,7 @@ mod events;
 mod exec;
 mod folders;
 mod inspect;
+mod listing;
 mod metrics;
 mod process;
 mod registry;

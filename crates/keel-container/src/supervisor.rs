@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel_connection::Services;
-use keel_types::{ContainerId, Error, ErrorKind, Operation, Target};
+use keel_types::{ContainerId, ContainerSummary, Error, ErrorKind, Operation, Target};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::task::TaskTracker;
 
+use crate::listing::list_containers;
 use crate::{Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, Registry};
 
 /// Messages the containers supervisor handles.
@@ -39,6 +40,9 @@ pub enum SupervisorMsg {
         /// Where the actor goes; the flag is true when the actor is new and needs loading.
         reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
     },
+    /// Lists every container of the namespace from containerd, tracked or not. The calls run
+    /// on their own task, so a slow containerd never holds up the supervisor's other messages.
+    List(RpcReplyPort<Result<Vec<ContainerSummary>, Error>>),
 }
 
 /// Start-up arguments of the containers supervisor.
@@ -133,6 +137,12 @@ impl Actor for ContainersSupervisor {
                     }),
                 };
                 let _ = reply.send(result);
+            }
+            SupervisorMsg::List(reply) => {
+                let services = state.args.services.clone();
+                state.args.tracker.spawn(async move {
+                    let _ = reply.send(list_containers(&services).await);
+                });
             }
         }
         Ok(())

@@ -17,8 +17,9 @@ use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
 use containerd_client::types::Envelope;
 use futures::StreamExt;
 use keel_connection::{Backoff, ConnectionMsg, ConnectionState, Services};
+use keel_types::NamespaceEvent;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::watch;
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::{Router, decode_envelope};
@@ -55,6 +56,9 @@ pub struct EventArgs {
     pub connection_state: watch::Receiver<ConnectionState>,
     /// Counters shared with the client, kept across restarts of the actor.
     pub stats: Arc<EventStats>,
+    /// Where every decoded event of the namespace is also published, for namespace-wide
+    /// subscriptions; kept across restarts of the actor.
+    pub observers: broadcast::Sender<NamespaceEvent>,
 }
 
 /// Counters of the event pipeline.
@@ -68,6 +72,22 @@ pub struct EventStats {
     pub malformed: AtomicU64,
     /// Streams that proved live, the first one included.
     pub subscriptions: AtomicU64,
+    /// Wakes [`EventStats::wait_until_live`] when a stream proves live.
+    live: Notify,
+}
+
+impl EventStats {
+    /// Waits until an event stream has proved live at least once.
+    pub async fn wait_until_live(&self) {
+        loop {
+            // Registered before the check, so a stream going live in between still wakes it.
+            let live = self.live.notified();
+            if self.subscriptions.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            live.await;
+        }
+    }
 }
 
 /// The event-subscriber actor.
@@ -78,6 +98,9 @@ pub struct EventActor;
 pub struct EventSubscriber {
     router: Arc<dyn Router>,
     stats: Arc<EventStats>,
+    observers: broadcast::Sender<NamespaceEvent>,
+    /// Set when a stream ended, so the next live stream tells subscribers about the gap.
+    stream_broke: bool,
     /// The stream task; dropping the handle aborts it.
     _stream: AbortOnDropHandle<()>,
 }
@@ -101,6 +124,8 @@ impl Actor for EventActor {
         Ok(EventSubscriber {
             router: args.router,
             stats: args.stats,
+            observers: args.observers,
+            stream_broke: false,
             _stream: AbortOnDropHandle::new(stream),
         })
     }
@@ -116,9 +141,11 @@ impl Actor for EventActor {
             EventMsg::StreamLive => subscriber.stream_live(),
             EventMsg::Reconnected => {
                 tracing::info!("containerd serves again on the open event stream; reconciling");
+                subscriber.observe(NamespaceEvent::Gap);
                 subscriber.router.reconcile();
             }
             EventMsg::StreamEnded(error) => {
+                subscriber.stream_broke = true;
                 tracing::warn!(%error, "event stream reset");
             }
         }
@@ -142,6 +169,9 @@ impl EventSubscriber {
             }
         };
         tracing::trace!(container_id = %event.container_id, topic = %envelope.topic, "event");
+        if self.observers.receiver_count() > 0 {
+            self.observe(NamespaceEvent::Event(event.clone()));
+        }
         let container_id = event.container_id.clone();
         if !self.router.route(event) {
             let dropped = self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -149,12 +179,23 @@ impl EventSubscriber {
         }
     }
 
-    fn stream_live(&self) {
-        let subscriptions = self.stats.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
+    fn stream_live(&mut self) {
+        let subscriptions = self.stats.subscriptions.fetch_add(1, Ordering::AcqRel) + 1;
+        self.stats.live.notify_waiters();
         if subscriptions > 1 {
             tracing::info!(subscriptions, "event stream resubscribed; reconciling");
         }
+        // A replaced actor starts with a new stream: events may have been missed since the
+        // old actor's stream, too.
+        if std::mem::take(&mut self.stream_broke) || subscriptions > 1 {
+            self.observe(NamespaceEvent::Gap);
+        }
         self.router.reconcile();
+    }
+
+    /// Publishes to the namespace-wide subscriptions; without any, the event is dropped.
+    fn observe(&self, event: NamespaceEvent) {
+        let _ = self.observers.send(event);
     }
 }
 

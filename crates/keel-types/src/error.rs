@@ -78,6 +78,7 @@ pub enum Operation {
     Checkpoint,
     Restore,
     Subscribe,
+    ListContainers,
 }
 
 impl fmt::Display for Operation {
@@ -108,6 +109,7 @@ impl fmt::Display for Operation {
             Self::Checkpoint => "checkpoint",
             Self::Restore => "restore",
             Self::Subscribe => "subscribe",
+            Self::ListContainers => "list containers",
         };
         formatter.write_str(text)
     }

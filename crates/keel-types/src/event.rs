@@ -130,3 +130,25 @@ pub struct ContainerEvent {
     /// containerd's timestamp, or the time keel produced the event when it inferred it.
     pub timestamp: SystemTime,
 }
+
+/// What a namespace-wide event subscription yields.
+///
+/// Unlike a [`Backend`](../keel/trait.Backend.html), a subscription sees the events of every
+/// container of the namespace as containerd publishes them, including containers the client
+/// does not track, and gets no inferred events: an exit containerd never published while the
+/// stream was down is not recovered here. A gap tells the subscriber where that may have
+/// happened, so it can list the containers again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum NamespaceEvent {
+    /// An event containerd published.
+    Event(ContainerEvent),
+    /// containerd may have published events that this subscription did not see: the event
+    /// stream broke and a new one is live, or containerd stopped answering for a while.
+    Gap,
+    /// The subscriber fell behind and this many events were dropped for it.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}

@@ -9,11 +9,13 @@ mod error;
 mod event;
 mod ids;
 mod status;
+mod summary;
 
 pub use error::{Error, ErrorKind, Operation, Target, kind_of_status};
-pub use event::{ContainerEvent, Event, ExitStatus, ProcessId, SyntheticReason};
+pub use event::{ContainerEvent, Event, ExitStatus, NamespaceEvent, ProcessId, SyntheticReason};
 pub use ids::{ContainerId, ExecId, MAX_IDENTIFIER_LEN, Namespace};
 pub use status::{
     BlockIoStats, CgroupVersion, CpuStats, MemoryStats, PidsStats, ProcessInfo, ProcessStatus,
     Stats,
 };
+pub use summary::{ContainerSummary, TaskSummary};

@@ -13,14 +13,17 @@ use keel_container::{
     Backend, ContainerOptions, CreateContainer, Registry, Runtime, SupervisorMsg,
 };
 use keel_events::EventStats;
-use keel_types::{ContainerId, Error, ErrorKind, Namespace, Operation, Target};
+use keel_types::{
+    ContainerId, ContainerSummary, Error, ErrorKind, Namespace, NamespaceEvent, Operation, Target,
+};
 use oci_spec::runtime::Spec;
 use ractor::{Actor, ActorRef};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::container::Container;
 use crate::request::{request, stopped};
+use crate::subscription::Subscription;
 use crate::tree::{Children, Tree, TreeArgs};
 use crate::validate::{check_labels, check_spec, check_spec_size};
 
@@ -47,6 +50,9 @@ pub struct ClientOptions {
     pub container: ContainerOptions,
     /// Bounds on caller input and on what the client tracks.
     pub limits: Limits,
+    /// How many events each [`Subscription`] buffers before its subscriber starts losing the
+    /// oldest ones.
+    pub subscription_capacity: usize,
 }
 
 /// Bounds on caller input and on what a client tracks. Input over a bound is rejected with
@@ -88,6 +94,7 @@ impl ClientOptions {
             backoff: Backoff::default(),
             container: ContainerOptions::default(),
             limits: Limits::default(),
+            subscription_capacity: 4096,
         }
     }
 
@@ -124,6 +131,7 @@ struct ClientInner {
     tracker: TaskTracker,
     registry: Arc<Registry>,
     event_stats: Arc<EventStats>,
+    observers: broadcast::WeakSender<NamespaceEvent>,
     call_timeout: Duration,
     limits: Limits,
 }
@@ -133,8 +141,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// Returns invalid argument for a bad namespace and unavailable when containerd does not
-    /// serve within the connect timeout.
+    /// Returns invalid argument for a bad namespace, and unavailable when containerd does not
+    /// serve, or its event stream does not start, within the connect timeout.
     pub async fn connect(
         socket: impl Into<PathBuf>,
         namespace: &str,
@@ -169,6 +177,8 @@ impl Client {
         let tracker = TaskTracker::new();
         let registry = Arc::new(Registry::default());
         let event_stats = Arc::new(EventStats::default());
+        let (observers, _) = broadcast::channel(options.subscription_capacity.max(1));
+        let weak_observers = observers.downgrade();
         let args = TreeArgs {
             connection,
             services: services.clone(),
@@ -178,6 +188,7 @@ impl Client {
             tracker: tracker.clone(),
             registry: Arc::clone(&registry),
             event_stats: Arc::clone(&event_stats),
+            observers,
             children: Arc::clone(&children),
             max_containers: options.limits.max_containers,
         };
@@ -190,20 +201,32 @@ impl Client {
                 reason: format!("cannot start the actor tree: {error}"),
             })?;
 
-        let connected = tokio::time::timeout(
-            options.connect_timeout,
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let serving = tokio::time::timeout_at(
+            deadline,
             connection_state.wait_for(ConnectionState::is_connected),
         )
         .await
         .is_ok_and(|result| result.is_ok());
-        if !connected {
+        // Events flow once connect returns, so a subscription taken right after it misses
+        // nothing containerd publishes from then on.
+        let streaming = serving
+            && tokio::time::timeout_at(deadline, event_stats.wait_until_live())
+                .await
+                .is_ok();
+        if !streaming {
             let _ = tree.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+            let what = if serving {
+                "serves, but its event stream did not start"
+            } else {
+                "did not serve"
+            };
             return Err(Error::Rejected {
                 operation: Operation::Connect,
                 target: Target::Containerd,
                 kind: ErrorKind::Unavailable,
                 reason: format!(
-                    "containerd at {} did not serve within {}ms; check that it runs and the socket path is right",
+                    "containerd at {} {what} within {}ms; check that it runs and the socket path is right",
                     options.socket.display(),
                     options.connect_timeout.as_millis()
                 ),
@@ -218,6 +241,7 @@ impl Client {
                 tracker,
                 registry,
                 event_stats,
+                observers: weak_observers,
                 call_timeout: options.call_timeout,
                 limits: options.limits,
             }),
@@ -346,6 +370,44 @@ impl Client {
             .await?;
         }
         Ok(Container::new(container_id, actor, self.inner.call_timeout))
+    }
+
+    /// Lists every container of the namespace as containerd holds it, with its task, whether
+    /// or not this client tracks it. Tracks nothing new and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Returns unavailable or timed out when containerd does not reply, or stopped after
+    /// shutdown.
+    pub async fn list_containers(&self) -> Result<Vec<ContainerSummary>, Error> {
+        let containers = self.children()?.containers;
+        request(
+            &containers,
+            Operation::ListContainers,
+            &Target::Containerd,
+            self.inner.call_timeout * 2,
+            SupervisorMsg::List,
+        )
+        .await
+    }
+
+    /// Subscribes to the events of every container of the namespace, including containers
+    /// this client does not track and events other clients caused, from now on.
+    ///
+    /// A subscription sees what containerd publishes and nothing keel infers: for the exactly
+    /// once, in order delivery of a tracked container's events, use the [`Backend`]. When the
+    /// event stream to containerd breaks, the subscription gets [`NamespaceEvent::Gap`] once
+    /// a new stream is live.
+    ///
+    /// # Errors
+    ///
+    /// Returns stopped after shutdown.
+    pub fn subscribe(&self) -> Result<Subscription, Error> {
+        self.inner
+            .observers
+            .upgrade()
+            .map(|observers| Subscription::new(observers.subscribe()))
+            .ok_or_else(|| stopped(Operation::Subscribe, &Target::Containerd))
     }
 
     /// Returns the connection's current state.

@@ -40,6 +40,7 @@ mod held_io;
 mod process;
 mod request;
 pub mod spec;
+mod subscription;
 mod task;
 mod tree;
 mod validate;
@@ -54,11 +55,12 @@ pub use keel_container::{
 };
 pub use keel_events::EventStats;
 pub use keel_types::{
-    BlockIoStats, CgroupVersion, ContainerEvent, ContainerId, CpuStats, Error, ErrorKind, Event,
-    ExecId, ExitStatus, MemoryStats, Namespace, Operation, PidsStats, ProcessId, ProcessInfo,
-    ProcessStatus, Stats, SyntheticReason, Target,
+    BlockIoStats, CgroupVersion, ContainerEvent, ContainerId, ContainerSummary, CpuStats, Error,
+    ErrorKind, Event, ExecId, ExitStatus, MemoryStats, Namespace, NamespaceEvent, Operation,
+    PidsStats, ProcessId, ProcessInfo, ProcessStatus, Stats, SyntheticReason, Target, TaskSummary,
 };
 pub use process::Process;
+pub use subscription::Subscription;
 pub use task::Task;
 
 /// Compiles the library example in the README as a doc test, so it cannot go stale.

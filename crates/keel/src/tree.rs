@@ -22,7 +22,9 @@ use keel_container::{
     Backend, ContainerOptions, ContainersSupervisor, Registry, SupervisorArgs, SupervisorMsg,
 };
 use keel_events::{EventActor, EventArgs, EventMsg, EventStats};
+use keel_types::NamespaceEvent;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
 
 /// How long stopping waits for each actor.
@@ -46,6 +48,9 @@ pub(crate) struct TreeArgs {
     pub(crate) tracker: TaskTracker,
     pub(crate) registry: Arc<Registry>,
     pub(crate) event_stats: Arc<EventStats>,
+    /// The sender of namespace-wide subscriptions; the client keeps only a weak one, so
+    /// subscriptions end when the tree stops.
+    pub(crate) observers: broadcast::Sender<NamespaceEvent>,
     pub(crate) children: Arc<RwLock<Option<Children>>>,
     pub(crate) max_containers: usize,
 }
@@ -222,6 +227,7 @@ impl TreeArgs {
             connection: connection.clone(),
             connection_state: self.connection.state.subscribe(),
             stats: Arc::clone(&self.event_stats),
+            observers: self.observers.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, EventActor, args, cell.clone()).await?;
         Ok(actor)

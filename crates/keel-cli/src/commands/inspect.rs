@@ -1,52 +1,46 @@
 //! `keel ps`, `keel stats` and `keel top`: what containers and their tasks are doing.
 
-use keel::{Client, ErrorKind, ProcessStatus};
+use keel::ProcessStatus;
 use serde_json::json;
 
 use crate::cli::{Format, GlobalOptions};
-use crate::commands::known::known_container_ids;
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
-use crate::output::{Table, print_json};
+use crate::output::{Table, print_json, rfc3339};
 
-/// Prints each known container with its task's pid and status.
+/// Prints every container of the namespace with its task's pid and status and its runtime,
+/// whichever client created it.
 pub async fn ps(global: &GlobalOptions) -> Result<(), CliError> {
     let session = connect(global, IgnoreEvents).await?;
-    let ids = known_container_ids(&session.paths, &global.namespace);
-    let mut table = Table::new(&["CONTAINER", "PID", "STATUS"]);
-    for id in ids {
-        let row = task_row(&session.client, &id).await;
-        match row {
-            Ok((pid, status)) => {
-                let record = json!({ "id": id, "pid": pid, "status": status });
-                let pid_text = pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
-                table.push(vec![id, pid_text, status], record);
-            }
-            // A container deleted since the listing is no longer there to show.
-            Err(error) if error.kind() == ErrorKind::NotFound => {}
-            Err(error) => {
-                session.close().await;
-                return Err(error.into());
-            }
-        }
-    }
+    let listed = session.client.list_containers().await;
     session.close().await;
+    let mut table = Table::new(&["CONTAINER", "PID", "STATUS", "RUNTIME"]);
+    for container in listed? {
+        let (pid, status) = match &container.task {
+            Some(task) => (Some(task.pid), status_text(&task.status)),
+            None => (None, "created".to_owned()),
+        };
+        let record = json!({
+            "id": container.id,
+            "pid": pid,
+            "status": status,
+            "runtime": container.runtime,
+            "image": container.image,
+            "labels": container.labels,
+            "created_at": container.created_at.map(rfc3339),
+        });
+        let pid_text = pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+        table.push(
+            vec![
+                container.id.to_string(),
+                pid_text,
+                status,
+                container.runtime,
+            ],
+            record,
+        );
+    }
     table.print(global.format)
-}
-
-/// Returns the pid and status text of the container's task, or no pid and "created" when it
-/// has no task.
-async fn task_row(client: &Client, id: &str) -> Result<(Option<u32>, String), keel::Error> {
-    let container = client.load_container(id).await?;
-    let task = match container.task().await {
-        Ok(task) => task,
-        Err(error) if error.kind() == ErrorKind::NotFound => {
-            return Ok((None, "created".to_owned()));
-        }
-        Err(error) => return Err(error),
-    };
-    let status = task.status().await?;
-    Ok((Some(task.pid()), status_text(&status)))
 }
 
 /// Names a process status as ctr does, with the exit code of a stopped process.

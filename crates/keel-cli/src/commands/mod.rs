@@ -6,7 +6,6 @@ mod containerd;
 mod events;
 mod exec;
 mod inspect;
-mod known;
 mod lifecycle;
 mod run;
 
