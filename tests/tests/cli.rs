@@ -505,7 +505,11 @@ async fn supervised_containerd_starts_once_and_is_reused() {
     let second_pid = read_pid();
 
     // Stop the supervised containerd through a supervisor that adopts it.
-    let config = SupervisorConfig::new(state_dir.join("containerd"), state_dir.join("run"));
+    // The CLI runs the binary KEEL_CONTAINERD names, and adoption checks the executable.
+    let mut config = SupervisorConfig::new(state_dir.join("containerd"), state_dir.join("run"));
+    if let Some(binary) = std::env::var_os("KEEL_CONTAINERD") {
+        config.containerd = PathBuf::from(binary);
+    }
     let supervisor = Supervisor::start(config)
         .await
         .expect("adopt keel's containerd");
