@@ -49,6 +49,19 @@ enum Contender {
     Runc,
 }
 
+impl Contender {
+    /// The name `--lifecycle-clients` uses for this contender.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Keel => "keel",
+            Self::Raw => "bare",
+            Self::Go => "go",
+            Self::Ctr => "ctr",
+            Self::Runc => "runc",
+        }
+    }
+}
+
 const CONTENDERS: [Contender; 5] = [
     Contender::Keel,
     Contender::Raw,
@@ -58,8 +71,14 @@ const CONTENDERS: [Contender; 5] = [
 ];
 
 /// Runs `warmup` unrecorded rounds and then `rounds` recorded ones. Each round runs every
-/// contender once, starting with a different one each round.
-pub async fn run(env: &Env, warmup: usize, rounds: usize) -> anyhow::Result<LifecycleResults> {
+/// contender named in `clients` (all when empty) once, starting with a different one each
+/// round.
+pub async fn run(
+    env: &Env,
+    warmup: usize,
+    rounds: usize,
+    clients: &[String],
+) -> anyhow::Result<LifecycleResults> {
     let client = env.connect_keel().await?;
     let raw_namespace = env.containerd.new_namespace();
     let services = Services::new(
@@ -70,7 +89,13 @@ pub async fn run(env: &Env, warmup: usize, rounds: usize) -> anyhow::Result<Life
     let raw_spec = serde_json::to_vec(&spec(&env.rootfs, &["/bin/true"]))?;
     let ctr_namespace = env.containerd.new_namespace();
     let runc = RuncBundle::create(&env.work_dir, &env.rootfs);
+    let selected = |contender: Contender| {
+        clients.is_empty() || clients.iter().any(|name| name == contender.name())
+    };
     let mut go = match &env.go {
+        Ok(_) if !selected(Contender::Go) => {
+            Err("not measured: left out by --lifecycle-clients".to_owned())
+        }
         Ok(go) => {
             let namespace = env.containerd.new_namespace();
             go.lifecycles(&namespace, warmup + rounds)
@@ -101,6 +126,9 @@ pub async fn run(env: &Env, warmup: usize, rounds: usize) -> anyhow::Result<Life
         let record = round >= warmup;
         for offset in 0..CONTENDERS.len() {
             let contender = CONTENDERS[(round + offset) % CONTENDERS.len()];
+            if !selected(contender) {
+                continue;
+            }
             let id = format!("seq-{round}");
             match contender {
                 Contender::Keel => {

@@ -59,6 +59,13 @@ struct Cli {
     /// Runs the clients on tokio's current-thread runtime instead of the multi-thread one.
     #[arg(long)]
     current_thread: bool,
+    /// Runs only these clients in the lifecycle section (comma-separated): keel, bare, go,
+    /// ctr, runc. Runs all when not set. For profiling one client, for example under callgrind.
+    #[arg(long, value_delimiter = ',', value_parser = ["keel", "bare", "go", "ctr", "runc"])]
+    lifecycle_clients: Vec<String>,
+    /// Overrides the number of recorded lifecycle rounds.
+    #[arg(long)]
+    lifecycle_rounds: Option<usize>,
 }
 
 /// How much of each benchmark to run.
@@ -205,13 +212,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&tracked)?);
         return Ok(());
     }
-    let sizes = if cli.smoke {
+    let mut sizes = if cli.smoke {
         Sizes::smoke()
     } else if cli.quick {
         Sizes::quick()
     } else {
         Sizes::full()
     };
+    if let Some(rounds) = cli.lifecycle_rounds {
+        sizes.lifecycle_rounds = rounds;
+    }
     let containerd = PrivateContainerd::start()
         .await
         .context("cannot start a private containerd")?;
@@ -236,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
-    let result = run_all(&mut env, &sizes, &cli.only).await;
+    let result = run_all(&mut env, &sizes, &cli.only, &cli.lifecycle_clients).await;
     env.containerd.stop().await;
     let mut report = result?;
     report.duration = started.elapsed();
@@ -254,7 +264,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_all(env: &mut Env, sizes: &Sizes, only: &[String]) -> anyhow::Result<Report> {
+async fn run_all(
+    env: &mut Env,
+    sizes: &Sizes,
+    only: &[String],
+    lifecycle_clients: &[String],
+) -> anyhow::Result<Report> {
     let mut report = Report::new(sizes.clone());
     let state_dir = env.work_dir.join("synthetic-state");
     let selected = |section: &str| {
@@ -283,7 +298,13 @@ async fn run_all(env: &mut Env, sizes: &Sizes, only: &[String]) -> anyhow::Resul
         report.pipeline = Some(pipeline);
     }
     if selected("lifecycle") {
-        let lifecycle = lifecycle::run(env, sizes.lifecycle_warmup, sizes.lifecycle_rounds).await?;
+        let lifecycle = lifecycle::run(
+            env,
+            sizes.lifecycle_warmup,
+            sizes.lifecycle_rounds,
+            lifecycle_clients,
+        )
+        .await?;
         report.lifecycle = Some(lifecycle);
     }
     if selected("throughput") {
