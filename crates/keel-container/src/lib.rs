@@ -21,6 +21,7 @@ mod metrics;
 mod process;
 mod registry;
 mod runtime;
+mod stdin_eof;
 mod stdio;
 mod supervisor;
 mod task;

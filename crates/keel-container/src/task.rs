@@ -24,6 +24,7 @@ use crate::actor::{
 use crate::folders::{ensure_private_dir, ensure_state_dir};
 use crate::process::ProcessState;
 use crate::runtime::CheckpointOptions;
+use crate::stdin_eof::wake_stdin_reader;
 use crate::stdio::{FifoSet, ProcessIo};
 
 /// The type URL containerd expects for an OCI runtime spec.
@@ -70,6 +71,13 @@ impl TaskState {
             execs: HashMap::new(),
             held_init_exit: None,
             paused: false,
+        }
+    }
+
+    pub(crate) fn process(&self, process: &ProcessId) -> Option<&ProcessState> {
+        match process {
+            ProcessId::Init => Some(&self.init),
+            ProcessId::Exec(exec_id) => self.execs.get(exec_id),
         }
     }
 
@@ -512,8 +520,16 @@ impl ContainerState {
         };
         let mut tasks = self.services.tasks();
         self.call_for(Operation::CloseStdin, process, tasks.close_io(request))
-            .await
-            .map(drop)
+            .await?;
+        let stdin_fifo = self
+            .task
+            .as_ref()
+            .and_then(|task| task.process(process))
+            .and_then(|state| state.fifos.stdin.clone());
+        if let Some(path) = stdin_fifo {
+            wake_stdin_reader(path);
+        }
+        Ok(())
     }
 
     pub(crate) async fn resize(
