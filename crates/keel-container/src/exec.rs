@@ -4,6 +4,7 @@
 //! process from containerd and removes its FIFOs, so the id can be used again; the exit
 //! status stays known for `wait` and `delete` until the id is reused.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::{
@@ -15,9 +16,18 @@ use keel_types::{Error, ErrorKind, Event, ExecId, ExitStatus, Operation, Process
 use crate::actor::{ContainerState, CreateExec, system_time};
 use crate::process::ProcessState;
 use crate::stdio::{FifoSet, ProcessIo};
+use crate::task::TaskState;
 
 /// How long a failed exec start waits for an exit of the init process that may have caused it.
 const INIT_EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// How many deleted execs a task remembers. A remembered exec answers its handle's `wait` and
+/// `delete` with its exit status and keeps late events from bringing it back. The oldest are
+/// forgotten first, so execs with ever new ids, such as health checks, use bounded memory.
+const REMEMBERED_DELETED_EXECS: usize = 256;
+
+/// Numbers the exec deletions of every task, in order.
+static DELETIONS: AtomicU64 = AtomicU64::new(0);
 
 /// The type URL containerd expects for an OCI process spec.
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
@@ -195,8 +205,6 @@ impl ContainerState {
         // The exec stays, marked deleted, so that its add event, which containerd may send
         // after the failed start, does not bring it back as a process that never exits.
         if let Some(exec) = task.execs.get_mut(exec_id) {
-            exec.deleted = true;
-            exec.fifos.remove();
             exec.fail_waiters(|| Error::Rejected {
                 operation: Operation::Wait,
                 target: target.clone(),
@@ -204,6 +212,7 @@ impl ContainerState {
                 reason: "the exec failed to start".to_owned(),
             });
         }
+        task.retire_exec(exec_id);
     }
 
     pub(crate) async fn delete_exec(&mut self, exec_id: &ExecId) -> Result<ExitStatus, Error> {
@@ -226,13 +235,8 @@ impl ContainerState {
             code: response.exit_status,
             exited_at: system_time(response.exited_at),
         };
-        if let Some(exec) = self
-            .task
-            .as_mut()
-            .and_then(|task| task.execs.get_mut(exec_id))
-        {
-            exec.deleted = true;
-            exec.fifos.remove();
+        if let Some(task) = self.task.as_mut() {
+            task.retire_exec(exec_id);
         }
         Ok(status)
     }
@@ -247,13 +251,8 @@ impl ContainerState {
                 tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot delete exited exec");
             }
         }
-        if let Some(exec) = self
-            .task
-            .as_mut()
-            .and_then(|task| task.execs.get_mut(exec_id))
-        {
-            exec.deleted = true;
-            exec.fifos.remove();
+        if let Some(task) = self.task.as_mut() {
+            task.retire_exec(exec_id);
         }
     }
 
@@ -273,5 +272,73 @@ impl ContainerState {
             tasks.delete_process(request),
         )
         .await
+    }
+}
+
+impl TaskState {
+    /// Marks an exec deleted and removes its FIFOs, then forgets the longest-deleted exec when
+    /// more than [`REMEMBERED_DELETED_EXECS`] are remembered.
+    pub(crate) fn retire_exec(&mut self, exec_id: &ExecId) {
+        let Some(exec) = self.execs.get_mut(exec_id) else {
+            return;
+        };
+        exec.fifos.remove();
+        if !exec.deleted {
+            exec.deleted = true;
+            exec.deleted_order = Some(DELETIONS.fetch_add(1, Ordering::Relaxed));
+        }
+        let deleted = self.execs.iter().filter(|(_, exec)| exec.deleted);
+        if deleted.clone().count() <= REMEMBERED_DELETED_EXECS {
+            return;
+        }
+        let oldest = deleted
+            .min_by_key(|(_, exec)| exec.deleted_order)
+            .map(|(exec_id, _)| exec_id.clone());
+        if let Some(oldest) = oldest {
+            self.execs.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_id(number: usize) -> ExecId {
+        ExecId::new(format!("check-{number}")).expect("valid exec id")
+    }
+
+    #[test]
+    fn retired_execs_are_bounded_oldest_first() {
+        let mut task = TaskState::new(FifoSet::default());
+        let total = REMEMBERED_DELETED_EXECS + 44;
+        for number in 0..total {
+            task.execs
+                .insert(exec_id(number), ProcessState::new(FifoSet::default()));
+            task.retire_exec(&exec_id(number));
+        }
+        assert_eq!(task.execs.len(), REMEMBERED_DELETED_EXECS);
+        assert!(!task.execs.contains_key(&exec_id(0)));
+        assert!(!task.execs.contains_key(&exec_id(43)));
+        assert!(task.execs.contains_key(&exec_id(44)));
+        assert!(task.execs.contains_key(&exec_id(total - 1)));
+    }
+
+    #[test]
+    fn running_execs_are_never_forgotten() {
+        let mut task = TaskState::new(FifoSet::default());
+        task.execs
+            .insert(exec_id(0), ProcessState::new(FifoSet::default()));
+        for number in 1..=REMEMBERED_DELETED_EXECS + 10 {
+            task.execs
+                .insert(exec_id(number), ProcessState::new(FifoSet::default()));
+            task.retire_exec(&exec_id(number));
+        }
+        assert!(
+            task.execs
+                .get(&exec_id(0))
+                .is_some_and(|exec| !exec.deleted)
+        );
+        assert_eq!(task.execs.len(), REMEMBERED_DELETED_EXECS + 1);
     }
 }

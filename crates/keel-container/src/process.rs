@@ -26,6 +26,9 @@ pub(crate) struct ProcessState {
     pub(crate) close_stdin_pending: bool,
     /// Set when keel deleted the process from containerd after its exit.
     pub(crate) deleted: bool,
+    /// The order in which the process was marked deleted, so the task forgets the oldest
+    /// deleted execs first.
+    pub(crate) deleted_order: Option<u64>,
     waiters: Vec<RpcReplyPort<Result<ExitStatus, Error>>>,
 }
 
@@ -46,6 +49,7 @@ impl ProcessState {
             streams_open: Arc::new(watch::channel(0).0),
             close_stdin_pending: false,
             deleted: false,
+            deleted_order: None,
             waiters: Vec::new(),
         }
     }
