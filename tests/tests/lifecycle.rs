@@ -226,3 +226,58 @@ async fn idle_event_stream_stays_open() {
     assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 1);
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_after_reload_removes_exec_fifos() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("reloaded", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let io = StdioRequest {
+        stdin: true,
+        output: true,
+        terminal: false,
+    };
+    let mut process = task
+        .exec("side", keel::spec::exec_process(["sleep", "1000"]), io)
+        .await
+        .expect("exec");
+    process.start().await.expect("start exec");
+    drop(process.take_stdin());
+    drop(process.take_stdout());
+    drop(process.take_stderr());
+    harness.client.shutdown(Duration::from_secs(5)).await;
+
+    // A new client loads the container without attaching to its processes.
+    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
+        .state_dir(&harness.state_dir);
+    let client = keel::Client::connect_with(options, keel_tests::Recorder::default())
+        .await
+        .expect("reconnect");
+    let container = client.load_container("reloaded").await.expect("load");
+    let task = container.task().await.expect("task");
+    task.kill(9, true).await.expect("kill all");
+    task.wait().await.expect("wait");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+
+    let bundle_dir = harness.bundle_dir("reloaded");
+    let left: Vec<_> = std::fs::read_dir(&bundle_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the bundle folder: {left:?}");
+    assert!(!bundle_dir.exists(), "bundle folder removed");
+    client.shutdown(Duration::from_secs(5)).await;
+    harness.containerd.stop().await;
+}

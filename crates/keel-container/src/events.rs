@@ -15,6 +15,7 @@ use keel_types::{
 use ractor::ActorRef;
 
 use crate::actor::{ContainerMsg, ContainerState, exec_id_text, system_time};
+use crate::folders::remove_fifos_in;
 use crate::process::ProcessState;
 use crate::stdio::FifoSet;
 use crate::task::{HeldExit, TaskState};
@@ -368,6 +369,7 @@ impl ContainerState {
             return;
         };
         task.remove_fifos();
+        remove_fifos_in(&self.bundle_dir);
         for (exec_id, mut exec) in task.execs.drain() {
             let process = ProcessId::Exec(exec_id);
             exec.fail_waiters(|| {

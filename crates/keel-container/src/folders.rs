@@ -6,7 +6,7 @@
 //! a folder is rejected rather than used.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::Path;
 
 /// Makes `path` an owner-only folder unless it exists; returns true when it was made.
@@ -48,6 +48,27 @@ pub(crate) fn ensure_state_dir(path: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(path)
+}
+
+/// Removes every FIFO directly in `dir`, and nothing else; a missing folder is not an error.
+/// keel calls it once no process of the container is left, so FIFOs whose record keel lost,
+/// for example those of execs that ran across a restart of the client, go too.
+pub(crate) fn remove_fifos_in(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        // The entry's own type: a symlink to a FIFO is not a FIFO here.
+        if !entry.file_type().is_ok_and(|file_type| file_type.is_fifo()) {
+            continue;
+        }
+        let path = entry.path();
+        if let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot remove FIFO");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::actor::{
     Attached, ContainerMsg, ContainerState, CreateContainer, CreateTask, Reply, exec_id_text,
     system_time,
 };
-use crate::folders::{ensure_private_dir, ensure_state_dir};
+use crate::folders::{ensure_private_dir, ensure_state_dir, remove_fifos_in};
 use crate::process::ProcessState;
 use crate::runtime::CheckpointOptions;
 use crate::stdin_eof::wake_stdin_reader;
@@ -363,6 +363,7 @@ impl ContainerState {
         }
         if let Some(mut task) = self.task.take() {
             task.remove_fifos();
+            remove_fifos_in(&self.bundle_dir);
             let error = || {
                 self.rejected(
                     Operation::Wait,
@@ -690,6 +691,7 @@ impl ContainerState {
         self.release_init_exit(true).await;
         if let Some(mut task) = self.task.take() {
             task.remove_fifos();
+            remove_fifos_in(&self.bundle_dir);
             for (exec_id, mut exec) in task.execs.drain() {
                 let process = ProcessId::Exec(exec_id);
                 let error = self.rejected_for(
@@ -771,8 +773,9 @@ impl ContainerState {
         Ok(dir)
     }
 
-    /// Removes the bundle folder, which contains nothing but FIFOs keel made and removed.
+    /// Removes the bundle folder, with any FIFO left in it.
     pub(crate) fn remove_bundle_dir(&self) {
+        remove_fifos_in(&self.bundle_dir);
         if let Err(error) = std::fs::remove_dir(&self.bundle_dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
