@@ -216,6 +216,9 @@ pub struct ContainerState {
     /// The user the container's init process runs as, for FIFO ownership.
     pub(crate) process_user: (u32, u32),
     pub(crate) task: Option<TaskState>,
+    /// Set when containerd confirmed keel's delete of the task and keel sent no task create
+    /// since, so containerd has no task for this container that keel does not track.
+    pub(crate) task_delete_confirmed: bool,
     /// Counts checkpoints and restores, to name their work folders.
     pub(crate) criu_runs: u64,
     /// Set once the exec limit was hit and logged, so the log shows it once.
@@ -257,6 +260,7 @@ impl Actor for ContainerActor {
             runc_options: None,
             process_user: (0, 0),
             task: None,
+            task_delete_confirmed: false,
             criu_runs: 0,
             exec_limit_logged: false,
             oom_reported: 0,

@@ -221,6 +221,9 @@ impl ContainerState {
                 "the container has a task; delete it before creating another",
             ));
         }
+        // From here on containerd may have a task that keel does not track, for example when
+        // the create's reply is lost.
+        self.task_delete_confirmed = false;
         let fifos = FifoSet::create(&self.bundle_dir, INIT_FIFO_PREFIX, request.stdio)
             .map_err(|source| self.io_error(operation, source))?;
         let (uid, gid) = self.process_user;
@@ -675,6 +678,7 @@ impl ContainerState {
             }
             Err(error) => return Err(error),
         };
+        self.task_delete_confirmed = true;
         let status = ExitStatus {
             code: response.exit_status,
             exited_at: system_time(response.exited_at),
@@ -710,9 +714,13 @@ impl ContainerState {
 
     pub(crate) async fn delete(&mut self) -> Result<(), Error> {
         // containerd deletes a container record even while its task runs, which would leave
-        // the task and its shim behind; so containerd's view counts, not only keel's.
-        self.adopt_untracked_task().await?;
-        self.delete_leftover_task().await?;
+        // the task and its shim behind; so containerd's view counts, not only keel's. After
+        // keel's own task delete succeeded, containerd has no task to ask about, and the two
+        // calls are skipped.
+        if !self.task_delete_confirmed {
+            self.adopt_untracked_task().await?;
+            self.delete_leftover_task().await?;
+        }
         if self.task.is_some() {
             return Err(self.rejected(
                 Operation::DeleteContainer,
