@@ -60,6 +60,9 @@ pub enum ConnectionMsg {
     Tick,
     /// The result of the check that was in flight.
     CheckFinished(Result<(), String>),
+    /// Makes the actor fail, so a test can watch its supervisor replace it.
+    #[cfg(feature = "fault-injection")]
+    InjectFailure,
 }
 
 /// Start-up arguments of the connection actor.
@@ -137,6 +140,10 @@ impl Actor for ConnectionActor {
             ConnectionMsg::CheckNow => connection.check_now(&myself),
             ConnectionMsg::Tick => connection.start_check(&myself),
             ConnectionMsg::CheckFinished(result) => connection.finish_check(&myself, result),
+            #[cfg(feature = "fault-injection")]
+            ConnectionMsg::InjectFailure => {
+                return Err(ActorProcessingErr::from("failure injected on request"));
+            }
         }
         Ok(())
     }

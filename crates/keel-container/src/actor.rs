@@ -156,6 +156,9 @@ pub enum ContainerMsg {
     Reload,
     /// The bound on holding the init exit for unfinished execs has passed.
     ReleaseInitExit,
+    /// Makes the actor fail, so a test can watch its supervisor replace it.
+    #[cfg(feature = "fault-injection")]
+    InjectFailure,
 }
 
 /// Tunables of a container actor.
@@ -297,6 +300,10 @@ async fn dispatch(
     container: &mut ContainerState,
 ) -> Result<(), ActorProcessingErr> {
     match message {
+        #[cfg(feature = "fault-injection")]
+        ContainerMsg::InjectFailure => {
+            return Err(ActorProcessingErr::from("failure injected on request"));
+        }
         ContainerMsg::Create(request, reply) => {
             let result = container.create(*request).await;
             if result.is_err() {

@@ -1,16 +1,25 @@
 //! The map from container id to container actor, through which events are routed.
 
+use std::time::Duration;
+
 use dashmap::DashMap;
 use keel_events::Router;
 use keel_types::{ContainerEvent, ContainerId};
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
+use tokio::sync::Notify;
 
 use crate::ContainerMsg;
 
-/// The live container actors of one client, by container id.
+/// The live container actors of one client, by container id, and which actor replaced each
+/// failed one, so handles made for the failed actor reach its replacement.
 #[derive(Debug, Default)]
 pub struct Registry {
     containers: DashMap<ContainerId, ActorRef<ContainerMsg>>,
+    /// For each container actor that failed (or died with a failed supervisor), the actor
+    /// that took over its container. Entries go when the replacement stops normally.
+    successors: DashMap<ActorId, ActorRef<ContainerMsg>>,
+    /// Wakes the callers of [`Registry::wait_for_successor`] when a successor is recorded.
+    replaced: Notify,
 }
 
 impl Registry {
@@ -39,18 +48,79 @@ impl Registry {
             .collect()
     }
 
-    /// Empties the registry and returns the ids it tracked, for a supervisor that lost its
-    /// container actors and must load them again.
-    pub fn take_ids(&self) -> Vec<ContainerId> {
-        let ids: Vec<ContainerId> = self
+    /// Empties the registry and returns each container it tracked with the id of its actor,
+    /// for a supervisor that lost its container actors and must load them again.
+    pub fn take_all(&self) -> Vec<(ContainerId, ActorId)> {
+        let tracked: Vec<(ContainerId, ActorId)> = self
             .containers
             .iter()
-            .map(|entry| entry.key().clone())
+            .map(|entry| (entry.key().clone(), entry.value().get_id()))
             .collect();
-        for container_id in &ids {
+        for (container_id, _) in &tracked {
             self.containers.remove(container_id);
         }
-        ids
+        tracked
+    }
+
+    /// Returns the actor that now serves the container `actor` served: `actor` itself, or
+    /// the last of the actors that replaced it after failures.
+    pub fn current(&self, actor: &ActorRef<ContainerMsg>) -> ActorRef<ContainerMsg> {
+        let mut current = actor.clone();
+        while let Some(next) = self.successors.get(&current.get_id()) {
+            current = next.value().clone();
+        }
+        current
+    }
+
+    /// Waits at most `timeout` until an actor replaces `actor`, and returns the one that
+    /// now serves its container.
+    pub async fn wait_for_successor(
+        &self,
+        actor: &ActorRef<ContainerMsg>,
+        timeout: Duration,
+    ) -> Option<ActorRef<ContainerMsg>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a successor recorded in between still wakes it.
+            let replaced = self.replaced.notified();
+            let current = self.current(actor);
+            if current.get_id() != actor.get_id() {
+                return Some(current);
+            }
+            if tokio::time::timeout_at(deadline, replaced).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Records that `successor` took over the container of the failed actor `failed`.
+    pub(crate) fn record_successor(&self, failed: ActorId, successor: ActorRef<ContainerMsg>) {
+        self.successors.insert(failed, successor);
+        self.replaced.notify_waiters();
+    }
+
+    /// Forgets the replacements that lead to the actor `stopped`, which stopped normally.
+    pub(crate) fn forget_successors_of(&self, stopped: ActorId) {
+        if self.successors.is_empty() {
+            return;
+        }
+        let keys: Vec<ActorId> = self.successors.iter().map(|entry| *entry.key()).collect();
+        let ending_here: Vec<ActorId> = keys
+            .into_iter()
+            .filter(|key| self.chain_end(*key) == stopped)
+            .collect();
+        for key in ending_here {
+            self.successors.remove(&key);
+        }
+    }
+
+    /// Returns the id of the last actor in the chain of replacements that starts at `actor`.
+    fn chain_end(&self, actor: ActorId) -> ActorId {
+        let mut current = actor;
+        while let Some(next) = self.successors.get(&current) {
+            current = next.value().get_id();
+        }
+        current
     }
 
     pub(crate) fn insert(&self, container_id: ContainerId, actor: ActorRef<ContainerMsg>) {
@@ -64,9 +134,13 @@ impl Registry {
         container_id: &ContainerId,
         actor: &ActorRef<ContainerMsg>,
     ) {
-        self.containers.remove_if(container_id, |_, current| {
-            current.get_id() == actor.get_id()
-        });
+        self.remove_if_id(container_id, actor.get_id());
+    }
+
+    /// Removes `container_id` if it still maps to the actor `actor`.
+    pub(crate) fn remove_if_id(&self, container_id: &ContainerId, actor: ActorId) {
+        self.containers
+            .remove_if(container_id, |_, current| current.get_id() == actor);
     }
 }
 

@@ -22,8 +22,9 @@ use crate::{Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptio
 #[derive(Debug)]
 pub enum SupervisorMsg {
     /// Spawns an actor for a container that exists in containerd and has it load its state
-    /// and reconcile; sent for each container after a failed supervisor is replaced.
-    Adopt(ContainerId),
+    /// and reconcile; sent for each container after a failed supervisor is replaced, with the
+    /// id of the actor that served it before.
+    Adopt(ContainerId, ActorId),
     /// Spawns the actor of a container that is about to be created; fails with already
     /// exists when the container is tracked.
     Spawn(
@@ -43,6 +44,9 @@ pub enum SupervisorMsg {
     /// Lists every container of the namespace from containerd, tracked or not. The calls run
     /// on their own task, so a slow containerd never holds up the supervisor's other messages.
     List(RpcReplyPort<Result<Vec<ContainerSummary>, Error>>),
+    /// Makes the actor fail, so a test can watch its supervisor replace it.
+    #[cfg(feature = "fault-injection")]
+    InjectFailure,
 }
 
 /// Start-up arguments of the containers supervisor.
@@ -99,10 +103,18 @@ impl Actor for ContainersSupervisor {
         state: &mut Supervisor,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Adopt(container_id) => {
+            #[cfg(feature = "fault-injection")]
+            SupervisorMsg::InjectFailure => {
+                return Err(ActorProcessingErr::from("failure injected on request"));
+            }
+            SupervisorMsg::Adopt(container_id, previous) => {
                 if state.args.registry.get(&container_id).is_none()
                     && let Ok(actor) = state.spawn(&myself, container_id.clone()).await
                 {
+                    state
+                        .args
+                        .registry
+                        .record_successor(previous, actor.clone());
                     let _ = actor.cast(ContainerMsg::Reload);
                 }
             }
@@ -160,11 +172,12 @@ impl Actor for ContainersSupervisor {
                     return Ok(());
                 };
                 state
-                    .restart(&myself, container_id, &error.to_string())
+                    .restart(&myself, container_id, cell.get_id(), &error.to_string())
                     .await;
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.children.remove(&cell.get_id());
+                state.args.registry.forget_successors_of(cell.get_id());
             }
             _ => {}
         }
@@ -222,15 +235,15 @@ impl Supervisor {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         container_id: ContainerId,
+        failed: ActorId,
         error: &str,
     ) {
         tracing::error!(%container_id, %error, "container actor failed; restarting it");
-        if let Some(failed) = self.args.registry.get(&container_id) {
-            self.args.registry.remove_if_same(&container_id, &failed);
-        }
+        self.args.registry.remove_if_id(&container_id, failed);
         let Ok(actor) = self.spawn(myself, container_id.clone()).await else {
             return;
         };
+        self.args.registry.record_successor(failed, actor.clone());
         // Loading awaits containerd, so it runs in the new actor's mailbox, not here.
         let _ = actor.cast(ContainerMsg::Reload);
     }

@@ -42,6 +42,9 @@ pub enum EventMsg {
     Reconnected,
     /// The stream ended or failed; the task is already subscribing again.
     StreamEnded(String),
+    /// Makes the actor fail, so a test can watch its supervisor replace it.
+    #[cfg(feature = "fault-injection")]
+    InjectFailure,
 }
 
 /// Start-up arguments of the event actor.
@@ -139,6 +142,10 @@ impl Actor for EventActor {
         match message {
             EventMsg::Envelope(envelope) => subscriber.route(&envelope),
             EventMsg::StreamLive => subscriber.stream_live(),
+            #[cfg(feature = "fault-injection")]
+            EventMsg::InjectFailure => {
+                return Err(ActorProcessingErr::from("failure injected on request"));
+            }
             EventMsg::Reconnected => {
                 tracing::info!("containerd serves again on the open event stream; reconciling");
                 subscriber.observe(NamespaceEvent::Gap);

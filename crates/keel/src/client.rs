@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::container::Container;
+use crate::container::{Container, HandleContext};
 use crate::request::{request, stopped};
 use crate::subscription::Subscription;
 use crate::tree::{Children, Tree, TreeArgs};
@@ -105,6 +106,20 @@ impl ClientOptions {
     }
 }
 
+/// An actor of the tree that [`Client::inject_failure`] makes fail.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// The connection actor.
+    Connection,
+    /// The event-subscriber actor.
+    Events,
+    /// The containers supervisor, and with it every container actor.
+    Containers,
+    /// The actor of one tracked container.
+    Container(ContainerId),
+}
+
 /// The containerd version a client is connected to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -132,6 +147,10 @@ struct ClientInner {
     registry: Arc<Registry>,
     event_stats: Arc<EventStats>,
     observers: broadcast::WeakSender<NamespaceEvent>,
+    /// Set when shutdown starts, so handles stop waiting for replaced actors.
+    stopping: Arc<AtomicBool>,
+    /// What every container handle of this client shares.
+    handle_context: Arc<HandleContext>,
     call_timeout: Duration,
     limits: Limits,
 }
@@ -232,6 +251,8 @@ impl Client {
                 ),
             });
         }
+        let stopping = Arc::new(AtomicBool::new(false));
+        let registry_for_handles = Arc::clone(&registry);
         Ok(Self {
             inner: Arc::new(ClientInner {
                 tree,
@@ -242,6 +263,12 @@ impl Client {
                 registry,
                 event_stats,
                 observers: weak_observers,
+                stopping: Arc::clone(&stopping),
+                handle_context: Arc::new(HandleContext {
+                    registry: Arc::clone(&registry_for_handles),
+                    stopping,
+                    call_timeout: options.call_timeout,
+                }),
                 call_timeout: options.call_timeout,
                 limits: options.limits,
             }),
@@ -320,7 +347,11 @@ impl Client {
             |reply| keel_container::ContainerMsg::Create(create, reply),
         )
         .await?;
-        Ok(Container::new(container_id, actor, self.inner.call_timeout))
+        Ok(Container::new(
+            container_id,
+            actor,
+            Arc::clone(&self.inner.handle_context),
+        ))
     }
 
     /// Returns the handle of a container this client created or loaded.
@@ -369,7 +400,11 @@ impl Client {
             )
             .await?;
         }
-        Ok(Container::new(container_id, actor, self.inner.call_timeout))
+        Ok(Container::new(
+            container_id,
+            actor,
+            Arc::clone(&self.inner.handle_context),
+        ))
     }
 
     /// Lists every container of the namespace as containerd holds it, with its task, whether
@@ -410,6 +445,53 @@ impl Client {
             .ok_or_else(|| stopped(Operation::Subscribe, &Target::Containerd))
     }
 
+    /// Makes one actor of the tree fail, as a bug or a panic inside it would, so a test can
+    /// check that its supervisor replaces it and that no event is lost or repeated.
+    ///
+    /// # Errors
+    ///
+    /// Returns not found for an untracked container, or cancelled after shutdown.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_failure(&self, actor: FaultTarget) -> Result<(), Error> {
+        let children = self.children()?;
+        let target = match &actor {
+            FaultTarget::Container(container_id) => Target::Container(container_id.clone()),
+            _ => Target::Containerd,
+        };
+        let sent = match actor {
+            FaultTarget::Connection => children
+                .connection
+                .cast(ConnectionMsg::InjectFailure)
+                .is_ok(),
+            FaultTarget::Events => children
+                .events
+                .cast(keel_events::EventMsg::InjectFailure)
+                .is_ok(),
+            FaultTarget::Containers => children
+                .containers
+                .cast(SupervisorMsg::InjectFailure)
+                .is_ok(),
+            FaultTarget::Container(container_id) => {
+                let Some(container) = self.inner.registry.get(&container_id) else {
+                    return Err(Error::Rejected {
+                        operation: Operation::Status,
+                        target,
+                        kind: ErrorKind::NotFound,
+                        reason: "no such container; create or load it first".to_owned(),
+                    });
+                };
+                container
+                    .cast(keel_container::ContainerMsg::InjectFailure)
+                    .is_ok()
+            }
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(stopped(Operation::Status, &target))
+        }
+    }
+
     /// Returns the connection's current state.
     pub fn connection_state(&self) -> ConnectionState {
         *self.inner.connection_state.borrow()
@@ -445,6 +527,7 @@ impl Client {
     /// Stops the actor tree and waits until every queued event reached the backend, at most
     /// `timeout`. Containers and tasks keep running in containerd.
     pub async fn shutdown(&self, timeout: Duration) {
+        self.inner.stopping.store(true, Ordering::Release);
         let _ = self.inner.tree.stop_and_wait(None, Some(timeout)).await;
         self.inner.tracker.close();
         let _ = tokio::time::timeout(timeout, self.inner.tracker.wait()).await;

@@ -1,14 +1,16 @@
 //! The handle of one container.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_container::{ContainerMsg, CreateTask, ProcessIo, StdioRequest};
-use keel_types::{ContainerId, Error, ErrorKind, Operation, Target};
+use keel_container::{ContainerMsg, CreateTask, ProcessIo, Registry, StdioRequest};
+use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, ProcessId, Target};
 use ractor::ActorRef;
 
 use crate::process::Process;
-use crate::request::request;
+use crate::request::{request, request_unbounded};
 use crate::task::Task;
 
 /// SIGKILL's number.
@@ -17,26 +19,41 @@ const SIGKILL: u32 = 9;
 /// How long a forced delete waits between attempts to delete a task that is still dying.
 const DELETE_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
+/// What the handles of one client share.
+#[derive(Clone, Debug)]
+pub(crate) struct HandleContext {
+    /// Where the actor that replaced a failed one is found.
+    pub(crate) registry: Arc<Registry>,
+    /// Set when the client starts shutting down, so no replacement actor is awaited.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// The deadline of one request.
+    pub(crate) call_timeout: Duration,
+}
+
 /// A container, created or loaded through a [`crate::Client`].
+///
+/// The handle keeps working when the container's actor fails and is replaced: each request
+/// goes to the actor that serves the container now. A request the failed actor was handling
+/// returns cancelled, except a wait, which goes on with the replacement.
 #[derive(Clone, Debug)]
 pub struct Container {
     container_id: ContainerId,
     target: Target,
     actor: ActorRef<ContainerMsg>,
-    call_timeout: Duration,
+    context: Arc<HandleContext>,
 }
 
 impl Container {
     pub(crate) fn new(
         container_id: ContainerId,
         actor: ActorRef<ContainerMsg>,
-        call_timeout: Duration,
+        context: Arc<HandleContext>,
     ) -> Self {
         Self {
             target: Target::Container(container_id.clone()),
             container_id,
             actor,
-            call_timeout,
+            context,
         }
     }
 
@@ -57,10 +74,10 @@ impl Container {
             restore_from: None,
         });
         let (io, pid): (ProcessIo, u32) = request(
-            &self.actor,
+            &self.actor(),
             Operation::CreateTask,
             &self.target,
-            self.call_timeout * 2,
+            self.context.call_timeout * 2,
             |reply| ContainerMsg::CreateTask(request_message, reply),
         )
         .await?;
@@ -86,10 +103,10 @@ impl Container {
             restore_from: Some(dir.to_owned()),
         });
         let (io, pid): (ProcessIo, u32) = request(
-            &self.actor,
+            &self.actor(),
             Operation::Restore,
             &self.target,
-            self.call_timeout * 3,
+            self.context.call_timeout * 3,
             |reply| ContainerMsg::CreateTask(request_message, reply),
         )
         .await?;
@@ -104,10 +121,10 @@ impl Container {
     /// Returns not found when the container has no task.
     pub async fn task(&self) -> Result<Task, Error> {
         let pid = request(
-            &self.actor,
+            &self.actor(),
             Operation::Status,
             &self.target,
-            self.call_timeout,
+            self.context.call_timeout,
             ContainerMsg::InitPid,
         )
         .await?;
@@ -123,10 +140,10 @@ impl Container {
     /// reports a FIFO outside the container's bundle folder.
     pub async fn attach(&self) -> Result<(Task, Vec<Process>), Error> {
         let attached = request(
-            &self.actor,
+            &self.actor(),
             Operation::Attach,
             &self.target,
-            self.call_timeout * 3,
+            self.context.call_timeout * 3,
             ContainerMsg::Attach,
         )
         .await?;
@@ -166,10 +183,10 @@ impl Container {
                 let _ = tokio::time::timeout_at(deadline, task.wait()).await;
                 loop {
                     let attempt = request(
-                        &self.actor,
+                        &self.actor(),
                         Operation::DeleteTask,
                         &self.target,
-                        self.call_timeout * 2,
+                        self.context.call_timeout * 2,
                         ContainerMsg::DeleteTask,
                     )
                     .await;
@@ -208,17 +225,49 @@ impl Container {
     /// Returns failed precondition while a task exists, or containerd's error.
     pub async fn delete(&self) -> Result<(), Error> {
         request(
-            &self.actor,
+            &self.actor(),
             Operation::DeleteContainer,
             &self.target,
-            self.call_timeout * 2,
+            self.context.call_timeout * 2,
             ContainerMsg::Delete,
         )
         .await
     }
 
-    pub(crate) fn actor(&self) -> &ActorRef<ContainerMsg> {
-        &self.actor
+    /// Returns the actor that serves the container now: the one this handle was made for, or
+    /// the last that replaced it after a failure.
+    pub(crate) fn actor(&self) -> ActorRef<ContainerMsg> {
+        self.context.registry.current(&self.actor)
+    }
+
+    /// Waits until `process` exits. When the actor fails meanwhile, the wait goes on with the
+    /// actor that replaces it, which loads the process's state from containerd.
+    pub(crate) async fn wait_for_exit(
+        &self,
+        process: &ProcessId,
+        target: &Target,
+    ) -> Result<ExitStatus, Error> {
+        let mut actor = self.actor();
+        loop {
+            let result = request_unbounded(&actor, Operation::Wait, target, |reply| {
+                ContainerMsg::Wait(process.clone(), reply)
+            })
+            .await;
+            let replaced = matches!(result, Err(Error::Stopped { .. }))
+                && !self.context.stopping.load(Ordering::Acquire);
+            if !replaced {
+                return result;
+            }
+            match self
+                .context
+                .registry
+                .wait_for_successor(&actor, self.context.call_timeout)
+                .await
+            {
+                Some(successor) => actor = successor,
+                None => return result,
+            }
+        }
     }
 
     pub(crate) fn target(&self) -> &Target {
@@ -226,6 +275,6 @@ impl Container {
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.call_timeout
+        self.context.call_timeout
     }
 }

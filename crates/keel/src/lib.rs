@@ -46,6 +46,8 @@ mod tree;
 mod validate;
 
 pub use async_trait::async_trait;
+#[cfg(feature = "fault-injection")]
+pub use client::FaultTarget;
 pub use client::{Client, ClientOptions, Limits, Version};
 pub use container::Container;
 pub use keel_connection::{Backoff, ConnectionState};

@@ -5,7 +5,7 @@ use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus,
 
 use crate::container::Container;
 use crate::held_io::HeldIo;
-use crate::request::{request, request_unbounded};
+use crate::request::request;
 
 /// An exec process in a container's task, and the caller's ends of its stdio.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl Process {
     pub async fn start(&mut self) -> Result<(), Error> {
         let exec_id = self.exec_id.clone();
         self.pid = request(
-            self.container.actor(),
+            &self.container.actor(),
             Operation::StartExec,
             &self.target,
             self.container.call_timeout() * 3,
@@ -92,13 +92,7 @@ impl Process {
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
         self.io.release_untaken_output();
         let process = self.process_id();
-        request_unbounded(
-            self.container.actor(),
-            Operation::Wait,
-            &self.target,
-            |reply| ContainerMsg::Wait(process, reply),
-        )
-        .await
+        self.container.wait_for_exit(&process, &self.target).await
     }
 
     /// Sends `signal` to the process.
@@ -109,7 +103,7 @@ impl Process {
     pub async fn kill(&self, signal: u32) -> Result<(), Error> {
         let process = self.process_id();
         request(
-            self.container.actor(),
+            &self.container.actor(),
             Operation::Kill,
             &self.target,
             self.container.call_timeout() * 2,
@@ -135,7 +129,7 @@ impl Process {
         drop(self.io.take_stdin());
         let process = self.process_id();
         request(
-            self.container.actor(),
+            &self.container.actor(),
             Operation::CloseStdin,
             &self.target,
             self.container.call_timeout() * 2,
@@ -152,7 +146,7 @@ impl Process {
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
         let process = self.process_id();
         request(
-            self.container.actor(),
+            &self.container.actor(),
             Operation::Resize,
             &self.target,
             self.container.call_timeout() * 2,
@@ -174,7 +168,7 @@ impl Process {
     pub async fn status(&self) -> Result<ProcessStatus, Error> {
         let process = self.process_id();
         request(
-            self.container.actor(),
+            &self.container.actor(),
             Operation::Status,
             &self.target,
             self.container.call_timeout() * 2,
@@ -192,7 +186,7 @@ impl Process {
     pub async fn delete(self) -> Result<ExitStatus, Error> {
         let exec_id = self.exec_id.clone();
         request(
-            self.container.actor(),
+            &self.container.actor(),
             Operation::DeleteExec,
             &self.target,
             self.container.call_timeout() * 2,

@@ -12,7 +12,7 @@ use keel_types::{
 use crate::container::Container;
 use crate::held_io::HeldIo;
 use crate::process::Process;
-use crate::request::{request, request_unbounded};
+use crate::request::request;
 use crate::validate::check_process;
 
 /// A container's task: its init process and the caller's ends of that process's stdio.
@@ -64,7 +64,7 @@ impl Task {
     ) -> Result<T, Error> {
         let container = &self.container;
         request(
-            container.actor(),
+            &container.actor(),
             operation,
             container.target(),
             container.call_timeout() * 3,
@@ -95,13 +95,9 @@ impl Task {
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
         self.io.release_untaken_output();
         let container = &self.container;
-        request_unbounded(
-            container.actor(),
-            Operation::Wait,
-            container.target(),
-            |reply| ContainerMsg::Wait(ProcessId::Init, reply),
-        )
-        .await
+        container
+            .wait_for_exit(&ProcessId::Init, container.target())
+            .await
     }
 
     /// Sends `signal` to the init process, or to every process of the task when `all` is set.

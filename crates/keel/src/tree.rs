@@ -143,8 +143,6 @@ impl Actor for Tree {
     }
 }
 
-// NOTE: no test makes a child of the root fail yet, so the restarts below have been read and
-// compiled but not run; a fault hook that panics an actor on request would let a test run them.
 impl TreeArgs {
     /// Replaces the connection actor, then the event actor, which holds the connection's
     /// reference to ask for health checks when its stream breaks.
@@ -168,10 +166,12 @@ impl TreeArgs {
         cell: &ActorCell,
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
-        let container_ids = self.registry.take_ids();
+        let tracked = self.registry.take_all();
         children.containers = self.spawn_containers(cell).await?;
-        for container_id in container_ids {
-            let _ = children.containers.cast(SupervisorMsg::Adopt(container_id));
+        for (container_id, previous) in tracked {
+            let _ = children
+                .containers
+                .cast(SupervisorMsg::Adopt(container_id, previous));
         }
         Ok(())
     }

@@ -1,0 +1,178 @@
+//! The actor tree's restarts on a real containerd: each actor is made to fail on request,
+//! and the client must go on serving, with every exit reported once and with its code.
+
+use std::time::Duration;
+
+use keel::{Event, FaultTarget, ProcessId, StdioRequest};
+use keel_tests::Harness;
+
+/// How long a test waits for the backend to receive an exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Waits until the backend received an exit of `container_id`'s init process, then waits a
+/// little longer for a duplicate, and returns every exit received.
+async fn init_exits(harness: &Harness, container_id: &str) -> Vec<Event> {
+    harness
+        .recorder
+        .wait_for(container_id, EXIT_TIMEOUT, |events| {
+            events
+                .iter()
+                .any(|event| matches!(event, Event::Exited { .. }))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.recorder.exits_of(container_id, &ProcessId::Init)
+}
+
+fn exit_code(event: &Event) -> Option<u32> {
+    match event {
+        Event::Exited { status, .. } => Some(status.code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_container_actor_keeps_handles_working() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("phoenix", harness.spec(&["sh", "-c", "sleep 2; exit 3"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    let waiting = tokio::spawn({
+        let task_handle = container.task().await.expect("task handle");
+        async move { task_handle.wait().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    harness
+        .client
+        .inject_failure(FaultTarget::Container(container.id().clone()))
+        .expect("inject failure");
+
+    let status = waiting
+        .await
+        .expect("join")
+        .expect("wait across the restart");
+    assert_eq!(status.code, 3);
+    let exits = init_exits(&harness, "phoenix").await;
+    assert_eq!(exits.len(), 1, "exits: {exits:?}");
+    assert_eq!(exit_code(&exits[0]), Some(3));
+    assert_eq!(harness.client.tracked_containers(), 1);
+    task.delete()
+        .await
+        .expect("delete task through the old handle");
+    container.delete().await.expect("delete container");
+    assert_eq!(harness.client.tracked_containers(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_event_actor_resubscribes() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("listener", harness.spec(&["sh", "-c", "sleep 1; exit 4"]))
+        .await
+        .expect("create");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+
+    harness
+        .client
+        .inject_failure(FaultTarget::Events)
+        .expect("inject failure");
+
+    let exits = init_exits(&harness, "listener").await;
+    assert_eq!(exits.len(), 1, "exits: {exits:?}");
+    assert_eq!(exit_code(&exits[0]), Some(4));
+    let subscriptions = harness
+        .client
+        .event_stats()
+        .subscriptions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(subscriptions >= 2, "subscriptions: {subscriptions}");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connection_actor_is_replaced() {
+    let harness = Harness::start().await;
+    harness
+        .client
+        .inject_failure(FaultTarget::Connection)
+        .expect("inject failure");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    harness
+        .client
+        .version()
+        .await
+        .expect("version after restart");
+    let container = harness
+        .client
+        .create_container("after", harness.spec(&["sh", "-c", "exit 5"]))
+        .await
+        .expect("create after restart");
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start");
+    assert_eq!(task.wait().await.expect("wait").code, 5);
+    let exits = init_exits(&harness, "after").await;
+    assert_eq!(exits.len(), 1, "exits: {exits:?}");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_containers_supervisor_reloads_containers() {
+    let harness = Harness::start().await;
+    let mut containers = Vec::new();
+    let mut waits = Vec::new();
+    for (index, code) in [6_u32, 7].into_iter().enumerate() {
+        let id = format!("kept-{index}");
+        let script = format!("sleep 2; exit {code}");
+        let container = harness
+            .client
+            .create_container(&id, harness.spec(&["sh", "-c", &script]))
+            .await
+            .expect("create");
+        let task = container
+            .start_task(StdioRequest::default())
+            .await
+            .expect("start");
+        waits.push(tokio::spawn(async move { task.wait().await }));
+        containers.push((container, code));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    harness
+        .client
+        .inject_failure(FaultTarget::Containers)
+        .expect("inject failure");
+
+    for (wait, (_, code)) in waits.into_iter().zip(&containers) {
+        let status = wait.await.expect("join").expect("wait across the restart");
+        assert_eq!(status.code, *code);
+    }
+    assert_eq!(harness.client.tracked_containers(), 2);
+    for (container, code) in &containers {
+        let exits = init_exits(&harness, container.id().as_str()).await;
+        assert_eq!(exits.len(), 1, "{}: {exits:?}", container.id());
+        assert_eq!(exit_code(&exits[0]), Some(*code));
+        let task = container.task().await.expect("task after the restart");
+        task.delete().await.expect("delete task");
+        container.delete().await.expect("delete container");
+    }
+    harness.stop().await;
+}
