@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel::spec::SpecBuilder;
-use keel::{Backend, Client, ClientOptions, ContainerEvent, Event, ProcessId};
+use keel::{
+    Backend, Client, ClientOptions, Container, ContainerEvent, Event, ProcessId, StdioRequest, Task,
+};
 use keel_testkit::PrivateContainerd;
 use tokio::sync::Notify;
 
@@ -126,6 +128,23 @@ impl Harness {
         SpecBuilder::new(&self.rootfs)
             .args(args.iter().copied())
             .build()
+    }
+
+    /// Creates `container_id` running `args` and starts its task without stdio.
+    pub async fn run_detached(&self, container_id: &str, args: &[&str]) -> (Container, Task) {
+        let container = match self
+            .client
+            .create_container(container_id, self.spec(args))
+            .await
+        {
+            Ok(container) => container,
+            Err(error) => panic!("cannot create {container_id}: {error}"),
+        };
+        let task = match container.start_task(StdioRequest::default()).await {
+            Ok(task) => task,
+            Err(error) => panic!("cannot start {container_id}: {error}"),
+        };
+        (container, task)
     }
 
     /// Returns the bundle folder keel uses for `container_id`.

@@ -141,6 +141,28 @@ impl CliHarness {
         rows.as_array().expect("ps output is an array").clone()
     }
 
+    /// Starts `keel events --format json` and returns it with the first exit event it prints.
+    async fn first_exit_event(&self) -> (tokio::process::Child, serde_json::Value) {
+        let mut events = self.command(&["events", "--format", "json"]);
+        events.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = events.spawn().expect("spawn keel events");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let read_exit = async {
+            while let Some(line) = lines.next_line().await.expect("read events") {
+                let event: serde_json::Value = serde_json::from_str(&line).expect("event is JSON");
+                if event["event"].get("Exited").is_some() {
+                    return event;
+                }
+            }
+            panic!("events ended without an exit");
+        };
+        let exit = tokio::time::timeout(COMMAND_TIMEOUT, read_exit)
+            .await
+            .expect("exit event in time");
+        (child, exit)
+    }
+
     async fn stop(self) {
         self.containerd.stop().await;
     }
@@ -276,23 +298,7 @@ async fn events_print_exit_as_json() {
         .await;
     assert!(started.status.success(), "run -d failed: {started:?}");
 
-    let mut events = harness.command(&["events", "--format", "json"]);
-    events.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = events.spawn().expect("spawn keel events");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let read_exit = async {
-        while let Some(line) = lines.next_line().await.expect("read events") {
-            let event: serde_json::Value = serde_json::from_str(&line).expect("event is JSON");
-            if event["event"].get("Exited").is_some() {
-                return event;
-            }
-        }
-        panic!("events ended without an exit");
-    };
-    let exit = tokio::time::timeout(COMMAND_TIMEOUT, read_exit)
-        .await
-        .expect("exit event in time");
+    let (mut child, exit) = harness.first_exit_event().await;
     let pid = child.id().expect("events pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
@@ -347,23 +353,7 @@ async fn ps_and_events_show_containers_of_other_clients() {
     assert_eq!(rows[0]["status"], "running");
     assert_eq!(rows[0]["runtime"], "io.containerd.runc.v2");
 
-    let mut events = harness.command(&["events", "--format", "json"]);
-    events.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = events.spawn().expect("spawn keel events");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let read_exit = async {
-        while let Some(line) = lines.next_line().await.expect("read events") {
-            let event: serde_json::Value = serde_json::from_str(&line).expect("event is JSON");
-            if event["event"].get("Exited").is_some() {
-                return event;
-            }
-        }
-        panic!("events ended without an exit");
-    };
-    let exit = tokio::time::timeout(COMMAND_TIMEOUT, read_exit)
-        .await
-        .expect("exit event in time");
+    let (mut child, exit) = harness.first_exit_event().await;
     child.kill().await.expect("stop keel events");
     assert_eq!(exit["container_id"], "library-made");
     assert_eq!(exit["event"]["Exited"]["status"]["code"], 4);

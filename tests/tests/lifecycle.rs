@@ -112,9 +112,10 @@ async fn delete_removes_bundle_and_fifos() {
         .await
         .expect("create");
     let bundle_dir = harness.bundle_dir("tidy");
-    assert!(bundle_dir.is_dir(), "bundle folder made at create");
+    assert!(!bundle_dir.exists(), "bundle folder made only when needed");
 
     let mut task = container.start_task(OUTPUT).await.expect("start");
+    assert!(bundle_dir.is_dir(), "bundle folder made for the FIFOs");
     let fifos = std::fs::read_dir(&bundle_dir).expect("read bundle").count();
     assert_eq!(fifos, 2, "stdout and stderr FIFOs while the task lives");
     drop(task.take_stdout());
@@ -230,15 +231,7 @@ async fn idle_event_stream_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_after_reload_removes_exec_fifos() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("reloaded", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (_container, task) = harness.run_detached("reloaded", &["sleep", "1000"]).await;
     let io = StdioRequest {
         stdin: true,
         output: true,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel::{Event, FaultTarget, ProcessId, StdioRequest};
+use keel::{Event, FaultTarget, ProcessId};
 use keel_tests::Harness;
 
 /// How long a test waits for the backend to receive an exit.
@@ -34,15 +34,9 @@ fn exit_code(event: &Event) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_container_actor_keeps_handles_working() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("phoenix", harness.spec(&["sh", "-c", "sleep 2; exit 3"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness
+        .run_detached("phoenix", &["sh", "-c", "sleep 2; exit 3"])
+        .await;
     let waiting = tokio::spawn({
         let task_handle = container.task().await.expect("task handle");
         async move { task_handle.wait().await }
@@ -74,15 +68,9 @@ async fn failed_container_actor_keeps_handles_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_event_actor_resubscribes() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("listener", harness.spec(&["sh", "-c", "sleep 1; exit 4"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness
+        .run_detached("listener", &["sh", "-c", "sleep 1; exit 4"])
+        .await;
 
     harness
         .client
@@ -117,15 +105,7 @@ async fn failed_connection_actor_is_replaced() {
         .version()
         .await
         .expect("version after restart");
-    let container = harness
-        .client
-        .create_container("after", harness.spec(&["sh", "-c", "exit 5"]))
-        .await
-        .expect("create after restart");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("after", &["sh", "-c", "exit 5"]).await;
     assert_eq!(task.wait().await.expect("wait").code, 5);
     let exits = init_exits(&harness, "after").await;
     assert_eq!(exits.len(), 1, "exits: {exits:?}");
@@ -142,15 +122,7 @@ async fn failed_containers_supervisor_reloads_containers() {
     for (index, code) in [6_u32, 7].into_iter().enumerate() {
         let id = format!("kept-{index}");
         let script = format!("sleep 2; exit {code}");
-        let container = harness
-            .client
-            .create_container(&id, harness.spec(&["sh", "-c", &script]))
-            .await
-            .expect("create");
-        let task = container
-            .start_task(StdioRequest::default())
-            .await
-            .expect("start");
+        let (container, task) = harness.run_detached(&id, &["sh", "-c", &script]).await;
         waits.push(tokio::spawn(async move { task.wait().await }));
         containers.push((container, code));
     }
