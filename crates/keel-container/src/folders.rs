@@ -20,7 +20,25 @@ pub(crate) fn ensure_private_dir(path: &Path) -> io::Result<bool> {
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => false,
         Err(error) => return Err(error),
     };
-    let metadata = std::fs::symlink_metadata(path)?;
+    check_dir(path, &std::fs::symlink_metadata(path)?)?;
+    Ok(created)
+}
+
+/// Checks that `path` is a folder and not a symlink when something exists there; returns
+/// true when it exists. Makes nothing.
+///
+/// # Errors
+///
+/// Returns an error of kind `InvalidData` when `path` is a symlink or not a folder.
+pub(crate) fn check_dir_if_present(path: &Path) -> io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) => check_dir(path, &metadata).map(|()| true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+fn check_dir(path: &Path, metadata: &std::fs::Metadata) -> io::Result<()> {
     if metadata.file_type().is_symlink() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -39,7 +57,7 @@ pub(crate) fn ensure_private_dir(path: &Path) -> io::Result<bool> {
             ),
         ));
     }
-    Ok(created)
+    Ok(())
 }
 
 /// Makes the caller's state folder, and its missing parents, owner-only.
@@ -106,6 +124,33 @@ mod tests {
         let link = dir.join("bundle");
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         let error = ensure_private_dir(&link).expect_err("symlink");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn check_accepts_missing_and_folder() {
+        let dir = scratch("check");
+        let folder = dir.join("bundle");
+        assert!(!check_dir_if_present(&folder).expect("missing"));
+        assert!(!folder.exists(), "nothing made");
+        std::fs::create_dir(&folder).expect("folder");
+        assert!(check_dir_if_present(&folder).expect("folder"));
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn check_rejects_symlink_and_file() {
+        let dir = scratch("check-planted");
+        let target = dir.join("elsewhere");
+        std::fs::create_dir(&target).expect("target");
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let error = check_dir_if_present(&link).expect_err("symlink");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let file = dir.join("file");
+        std::fs::write(&file, b"").expect("file");
+        let error = check_dir_if_present(&file).expect_err("file");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         std::fs::remove_dir_all(dir).expect("clean up");
     }

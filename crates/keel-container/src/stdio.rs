@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
+use crate::folders::ensure_private_dir;
+
 /// The stdio streams a process gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StdioRequest {
@@ -48,12 +50,16 @@ pub(crate) struct FifoSet {
 }
 
 impl FifoSet {
-    /// Makes the FIFOs for `request` in `folder`, named after `process_name`.
+    /// Makes the FIFOs for `request` in `folder`, named after `process_name`. `folder` is made
+    /// owner-only first when it is missing and a FIFO is requested; its parent must exist.
     pub(crate) fn create(
         folder: &Path,
         process_name: &str,
         request: StdioRequest,
     ) -> io::Result<Self> {
+        if request.stdin || request.output || request.terminal {
+            ensure_private_dir(folder)?;
+        }
         let make = |stream: &str| -> io::Result<PathBuf> {
             let path = folder.join(format!("{process_name}-{stream}"));
             remove_stale_fifo(&path)?;

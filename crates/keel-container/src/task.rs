@@ -21,7 +21,7 @@ use crate::actor::{
     Attached, ContainerMsg, ContainerState, CreateContainer, CreateTask, Reply, exec_id_text,
     system_time,
 };
-use crate::folders::{ensure_private_dir, ensure_state_dir, remove_fifos_in};
+use crate::folders::{check_dir_if_present, ensure_private_dir, ensure_state_dir, remove_fifos_in};
 use crate::process::ProcessState;
 use crate::runtime::CheckpointOptions;
 use crate::stdin_eof::wake_stdin_reader;
@@ -113,7 +113,7 @@ impl ContainerState {
             reason: format!("cannot be encoded as JSON: {error}"),
         })?;
         self.process_user = spec_user(&request.spec);
-        let created_dir = self.make_bundle_dir(Operation::CreateContainer)?;
+        self.check_bundle_dir(Operation::CreateContainer)?;
         let container = Container {
             id: self.container_id.to_string(),
             labels: request.labels,
@@ -131,16 +131,11 @@ impl ContainerState {
             container: Some(container),
         };
         let mut containers = self.services.containers();
-        let result = self
-            .call(
-                Operation::CreateContainer,
-                containers.create(request_message),
-            )
-            .await;
-        if result.is_err() && created_dir {
-            self.remove_bundle_dir();
-        }
-        result?;
+        self.call(
+            Operation::CreateContainer,
+            containers.create(request_message),
+        )
+        .await?;
         self.runc_options = request.runtime.runc;
         Ok(())
     }
@@ -168,7 +163,7 @@ impl ContainerState {
                 self.process_user = spec_user(&spec);
             }
         }
-        self.make_bundle_dir(Operation::LoadContainer)?;
+        self.check_bundle_dir(Operation::LoadContainer)?;
 
         let request = GetRequest {
             container_id: self.container_id.to_string(),
@@ -747,9 +742,12 @@ impl ContainerState {
         Ok(())
     }
 
-    /// Makes the bundle folder with owner-only permissions; returns true when it was new.
-    /// A symlink or a file planted at the namespace or bundle path is rejected.
-    fn make_bundle_dir(&self, operation: Operation) -> Result<bool, Error> {
+    /// Makes the state and namespace folders owner-only and checks the bundle path, so a
+    /// symlink or a file planted at the namespace or bundle path is rejected before the
+    /// container exists. The bundle folder itself is made only when something goes in it:
+    /// FIFOs (by [`FifoSet::create`]) or a criu work folder. A container without stdio never
+    /// needs one, which saves making and removing a folder per container.
+    fn check_bundle_dir(&self, operation: Operation) -> Result<(), Error> {
         let folder_error = |path: &Path, source| Error::Io {
             operation,
             target: self.target.clone(),
@@ -766,13 +764,15 @@ impl ContainerState {
             ensure_state_dir(state_dir).map_err(|source| folder_error(state_dir, source))?;
         }
         ensure_private_dir(namespace_dir).map_err(|source| folder_error(namespace_dir, source))?;
-        ensure_private_dir(&self.bundle_dir)
+        check_dir_if_present(&self.bundle_dir)
+            .map(drop)
             .map_err(|source| folder_error(&self.bundle_dir, source))
     }
 
     /// Makes a fresh folder for criu's logs inside the bundle folder, so concurrent restores
     /// from one image never share one.
     fn make_criu_work_dir(&mut self, operation: Operation) -> Result<std::path::PathBuf, Error> {
+        ensure_private_dir(&self.bundle_dir).map_err(|source| self.io_error(operation, source))?;
         self.criu_runs += 1;
         let dir = self
             .bundle_dir
@@ -781,7 +781,7 @@ impl ContainerState {
         Ok(dir)
     }
 
-    /// Removes the bundle folder, with any FIFO left in it.
+    /// Removes the bundle folder, with any FIFO left in it, if it was made.
     pub(crate) fn remove_bundle_dir(&self) {
         remove_fifos_in(&self.bundle_dir);
         if let Err(error) = std::fs::remove_dir(&self.bundle_dir)
