@@ -24,7 +24,7 @@ pub(crate) fn ensure_private_dir(path: &Path) -> io::Result<bool> {
     Ok(created)
 }
 
-/// Checks that `path` is a folder and not a symlink when something exists there; returns
+/// Checks that `path` is a folder and not a symlink when something exists there, and returns
 /// true when it exists. Makes nothing.
 ///
 /// # Errors
