@@ -28,6 +28,9 @@ pub struct LifecycleResults {
     pub raw: Samples,
     /// CPU time the client process used during each bare gRPC lifecycle.
     pub raw_cpu: Samples,
+    /// keel's own CPU time per lifecycle: keel's CPU time minus the bare gRPC lifecycle's of
+    /// the same round, for each recorded round where both ran.
+    pub own_cpu: Samples,
     /// Wall time of the Go client's lifecycles, measured inside the Go process.
     pub go: Result<Samples, String>,
     /// Wall time of `ctr run --rm`, measured around the process.
@@ -50,7 +53,7 @@ enum Contender {
 }
 
 impl Contender {
-    /// The name `--lifecycle-clients` uses for this contender.
+    /// Returns the name that `--lifecycle-clients` uses for this contender.
     fn name(self) -> &'static str {
         match self {
             Self::Keel => "keel",
@@ -110,6 +113,7 @@ pub async fn run(
         keel_cpu: Samples::default(),
         raw: Samples::default(),
         raw_cpu: Samples::default(),
+        own_cpu: Samples::default(),
         go: go
             .as_ref()
             .map(|_| Samples::default())
@@ -124,6 +128,8 @@ pub async fn run(
     };
     for round in 0..warmup + rounds {
         let record = round >= warmup;
+        let mut keel_cpu = None;
+        let mut raw_cpu = None;
         for offset in 0..CONTENDERS.len() {
             let contender = CONTENDERS[(round + offset) % CONTENDERS.len()];
             if !selected(contender) {
@@ -142,6 +148,7 @@ pub async fn run(
                     } else if record {
                         results.keel.push(elapsed);
                         results.keel_cpu.push_value(cpu);
+                        keel_cpu = Some(cpu);
                     }
                 }
                 Contender::Raw => {
@@ -152,6 +159,7 @@ pub async fn run(
                     if record {
                         results.raw.push(elapsed);
                         results.raw_cpu.push_value(cpu);
+                        raw_cpu = Some(cpu);
                     }
                 }
                 Contender::Go => {
@@ -173,6 +181,9 @@ pub async fn run(
                     record_outcome(&mut results.runc, outcome, record);
                 }
             }
+        }
+        if let (Some(keel), Some(raw)) = (keel_cpu, raw_cpu) {
+            results.own_cpu.push_value(keel - raw);
         }
     }
     if let Ok(go) = go

@@ -200,11 +200,17 @@ impl Report {
                 None,
             ),
         };
-        let overhead = lifecycle.keel_cpu.median();
+        let own = lifecycle.own_cpu.median();
         let overhead = Verdict::new(
-            "client overhead < 1 ms per lifecycle",
-            format!("{} CPU per lifecycle (median)", format_ms(overhead)),
-            overhead.map(|ms| ms < 1.0),
+            "client overhead < 1 ms per lifecycle: keel's CPU minus the bare gRPC calls' CPU",
+            format!(
+                "keel's own {} (median of per-round differences); total CPU keel {}, bare \
+                 calls {} (medians)",
+                format_ms(own),
+                format_ms(lifecycle.keel_cpu.median()),
+                format_ms(lifecycle.raw_cpu.median()),
+            ),
+            own.map(|ms| ms < 1.0),
         );
         vec![ratio, overhead]
     }
@@ -397,25 +403,40 @@ impl Report {
                 }
             }
         }
+        self.write_client_overhead(lifecycle, out);
+    }
+
+    fn write_client_overhead(&self, lifecycle: &LifecycleResults, out: &mut String) {
         let _ = writeln!(
             out,
             "\n**Client overhead.** The CPU time the whole benchmark process used while one \
-             keel lifecycle ran (`getrusage(RUSAGE_SELF)` before and after; nothing else runs in \
-             the process then): median {}, p95 {}. This counts keel's actors, FIFO handling and \
-             the event stream, and also tonic's and hyper's encoding of the gRPC calls, so it is \
-             an upper bound on keel's own work. The same lifecycle in bare gRPC calls used {} \
-             (median), so keel's code above a bare gRPC client costs about {} of CPU per \
-             lifecycle. keel's median wall time minus the bare calls' median is {}; that \
-             difference also holds waiting, such as keel learning the exit from the event \
-             stream where the bare calls use containerd's `Wait`.\n",
+             lifecycle ran (`getrusage(RUSAGE_SELF)` before and after; nothing else runs in the \
+             process then), in milliseconds. The total counts tonic's, hyper's and tokio's work \
+             for the gRPC calls as well as keel's. keel's own share, which the target judges, is \
+             keel's CPU minus the bare gRPC calls' CPU of the same round, through the same \
+             tonic client on the same runtime; the table gives the median and p95 of those \
+             per-round differences, so the own median is not the difference of the two total \
+             medians.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| CPU per lifecycle | median | p95 |\n|---|---|---|\n\
+             | keel, total | {} | {} |\n\
+             | bare gRPC calls, total | {} | {} |\n\
+             | keel's own (keel − bare calls, same round) | {} | {} |\n",
             format_ms(lifecycle.keel_cpu.median()),
             format_ms(lifecycle.keel_cpu.p95()),
             format_ms(lifecycle.raw_cpu.median()),
-            format_ms(difference(
-                lifecycle.keel_cpu.median(),
-                lifecycle.raw_cpu.median()
-            )),
-            format_ms(difference(keel, lifecycle.raw.median())),
+            format_ms(lifecycle.raw_cpu.p95()),
+            format_ms(lifecycle.own_cpu.median()),
+            format_ms(lifecycle.own_cpu.p95()),
+        );
+        let _ = writeln!(
+            out,
+            "keel's median wall time minus the bare calls' median is {}; that difference also \
+             holds waiting, such as keel learning the exit from the event stream where the bare \
+             calls use containerd's `Wait`.\n",
+            format_ms(difference(lifecycle.keel.median(), lifecycle.raw.median())),
         );
     }
 
