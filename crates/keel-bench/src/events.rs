@@ -2,6 +2,7 @@
 //! published through containerd, are timed from their envelope's timestamp to keel's backend
 //! and to a Go subscriber listening at the same time.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -78,12 +79,17 @@ pub async fn run(
     }
 
     let target = recorder.timed_events() + 2 * pairs as u64;
+    let load = Load {
+        socket: env.containerd.socket().to_owned(),
+        namespace: namespace.to_owned(),
+        ids: ids.to_vec(),
+        pairs,
+        workers,
+        source,
+    };
     recorder.start_recording();
     let started = Instant::now();
-    match source {
-        Source::PauseResume => pause_and_resume(&services, ids, pairs, workers).await?,
-        Source::Published => publish(&services, ids, pairs).await?,
-    }
+    load.run_on_own_thread().await?;
     let drained = tokio::time::timeout(
         DRAIN_TIMEOUT,
         recorder.wait_until(|recorder| recorder.timed_events() >= target),
@@ -163,6 +169,43 @@ fn publish_request(topic: &str, type_url: &str, value: Vec<u8>) -> PublishReques
             type_url: type_url.to_owned(),
             value,
         }),
+    }
+}
+
+/// The events the benchmark makes containerd send, and where it sends them.
+struct Load {
+    socket: PathBuf,
+    namespace: String,
+    ids: Vec<String>,
+    pairs: usize,
+    workers: usize,
+    source: Source,
+}
+
+impl Load {
+    /// Runs the load on a thread of its own, with a current-thread runtime and a connection
+    /// of its own, and waits for it to finish. On keel's runtime the load's gRPC calls would
+    /// run on keel's worker threads and delay keel's events, while the Go subscriber shares
+    /// nothing with the load.
+    async fn run_on_own_thread(self) -> anyhow::Result<()> {
+        tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(self.run())
+        })
+        .await?
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        let namespace = keel::Namespace::new(self.namespace)?;
+        let services = Services::new(&self.socket, namespace, Duration::from_secs(10))?;
+        match self.source {
+            Source::PauseResume => {
+                pause_and_resume(&services, &self.ids, self.pairs, self.workers).await
+            }
+            Source::Published => publish(&services, &self.ids, self.pairs).await,
+        }
     }
 }
 

@@ -66,6 +66,19 @@ struct Cli {
     /// Overrides the number of recorded lifecycle rounds.
     #[arg(long)]
     lifecycle_rounds: Option<usize>,
+    /// Overrides the numbers of running containers the fleet section grows through
+    /// (comma-separated, increasing).
+    #[arg(long, value_delimiter = ',')]
+    fleet_sizes: Vec<usize>,
+    /// Overrides the number of pause and resume pairs per event run.
+    #[arg(long)]
+    event_pairs: Option<usize>,
+    /// Overrides the sizes of the stdio section, in MiB (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    stdio_mib: Vec<u64>,
+    /// Overrides the number of runs per size in the stdio section.
+    #[arg(long)]
+    stdio_repetitions: Option<usize>,
 }
 
 /// How much of each benchmark to run.
@@ -221,6 +234,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     if let Some(rounds) = cli.lifecycle_rounds {
         sizes.lifecycle_rounds = rounds;
+    }
+    if !cli.fleet_sizes.is_empty() {
+        sizes.event_sizes = cli.fleet_sizes.clone();
+    }
+    if let Some(pairs) = cli.event_pairs {
+        sizes.event_pairs = pairs;
+    }
+    if !cli.stdio_mib.is_empty() {
+        sizes.stdio_sizes = cli.stdio_mib.iter().map(|mib| mib * MIB).collect();
+    }
+    if let Some(repetitions) = cli.stdio_repetitions {
+        sizes.stdio_repetitions = repetitions;
     }
     let containerd = PrivateContainerd::start()
         .await
