@@ -118,8 +118,12 @@ async fn keel_run(client: &keel::Client, env: &Env, id: &str, bytes: u64) -> any
     let mut stdout = task.take_stdout().context("keel returned no stdout")?;
     // `Task::wait` also waits for stderr to close, so drain it as the Go client does.
     let mut stderr = task.take_stderr().context("keel returned no stderr")?;
+    // Each stream is read by a task of its own on the runtime's worker threads, as the Go
+    // client copies each FIFO in a goroutine of its own. Read by the benchmark's main task,
+    // which runs on the thread that called `block_on`, every wake-up of the reader would be
+    // a hand-off from a worker thread to that thread.
     let drain = tokio::spawn(async move { count_bytes(&mut stderr).await });
-    let read = count_bytes(&mut stdout).await?;
+    let read = tokio::spawn(async move { count_bytes(&mut stdout).await }).await??;
     drain.await??;
     crate::workload::finish(container, task).await?;
     let seconds = started.elapsed().as_secs_f64();
