@@ -51,7 +51,7 @@ pub(crate) struct FifoSet {
 
 impl FifoSet {
     /// Makes the FIFOs for `request` in `folder`, named after `process_name`. `folder` is made
-    /// owner-only first when it is missing and a FIFO is requested; its parent must exist.
+    /// owner-only first when it is missing and a FIFO is requested. Its parent must exist.
     pub(crate) fn create(
         folder: &Path,
         process_name: &str,
