@@ -99,6 +99,15 @@ async fn exit_code_reaches_backend_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let exits = harness.recorder.exits_of("three", &ProcessId::Init);
     assert_eq!(exits.len(), 1, "{exits:?}");
+    let events = harness.recorder.events_of("three");
+    let deletes: Vec<&Event> = events
+        .iter()
+        .filter(|event| matches!(event, Event::Deleted { .. }))
+        .collect();
+    assert!(
+        matches!(deletes.as_slice(), [Event::Deleted { pid: deleted_pid, status: Some(status) }] if *deleted_pid == pid && status.code == 3),
+        "deletes: {deletes:?}"
+    );
     harness.stop().await;
 }
 

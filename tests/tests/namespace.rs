@@ -153,8 +153,8 @@ async fn subscription_sees_another_clients_container() {
                 Event::Created { pid: created },
                 Event::Started { pid: started },
                 Event::Exited { status, synthetic: None, .. },
-                Event::Deleted { .. },
-            ] if *created == pid && *started == pid && status.code == 5
+                Event::Deleted { status: Some(deleted), .. },
+            ] if *created == pid && *started == pid && status.code == 5 && deleted.code == 5
         ),
         "events: {events:?}"
     );

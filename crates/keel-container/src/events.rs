@@ -53,10 +53,10 @@ impl ContainerState {
                 self.hold_or_release_init_exit(myself).await;
             }
             Event::Deleted { .. } if self.task.is_none() => {}
-            Event::Deleted { pid } if self.is_current_init(pid) => {
-                self.forget_deleted_task(pid, timestamp).await;
+            Event::Deleted { pid, status } if self.is_current_init(pid) => {
+                self.forget_deleted_task(pid, status, timestamp).await;
             }
-            Event::Deleted { pid } => {
+            Event::Deleted { pid, .. } => {
                 tracing::debug!(container_id = %self.container_id, pid, "delete event of an earlier task ignored");
             }
             Event::Paused => {
@@ -310,7 +310,8 @@ impl ContainerState {
         }
         let task_vanished = self.reconcile_process(ProcessId::Init).await;
         if task_vanished {
-            self.forget_deleted_task(init_pid, SystemTime::now()).await;
+            self.forget_deleted_task(init_pid, None, SystemTime::now())
+                .await;
             return;
         }
         self.hold_or_release_init_exit(myself).await;
@@ -361,10 +362,27 @@ impl ContainerState {
         }
     }
 
-    /// Drops the task after containerd deleted it: reports the held init exit, removes the
-    /// FIFOs, fails the waiters of execs that never reported, and reports the delete.
-    pub(crate) async fn forget_deleted_task(&mut self, pid: u32, at: SystemTime) {
+    /// Drops the task after containerd deleted it: reports the init exit (from `status`, the
+    /// delete event's, when no other source reported it), removes the FIFOs, fails the waiters
+    /// of execs that never reported, and reports the delete.
+    pub(crate) async fn forget_deleted_task(
+        &mut self,
+        pid: u32,
+        status: Option<ExitStatus>,
+        at: SystemTime,
+    ) {
+        let exit_unreported = self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.init.has_started() && task.init.exit_status().is_none());
+        if let Some(status) = status
+            && exit_unreported
+        {
+            self.record_exit(ProcessId::Init, pid, status, None, at)
+                .await;
+        }
         self.release_init_exit(true).await;
+        let status = self.task.as_ref().and_then(|task| task.init.exit_status());
         let Some(mut task) = self.task.take() else {
             return;
         };
@@ -384,7 +402,7 @@ impl ContainerState {
         task.init.fail_waiters(|| {
             self.rejected(Operation::Wait, ErrorKind::NotFound, "the task was deleted")
         });
-        self.deliver(Event::Deleted { pid }, at).await;
+        self.deliver(Event::Deleted { pid, status }, at).await;
     }
 
     /// Forgets a task that keel tracks but containerd no longer has, after `error` said so.
@@ -406,7 +424,7 @@ impl ContainerState {
                 .await;
         }
         let status = self.task.as_ref().and_then(|task| task.init.exit_status());
-        self.forget_deleted_task(pid, now).await;
+        self.forget_deleted_task(pid, None, now).await;
         status.ok_or(error)
     }
 

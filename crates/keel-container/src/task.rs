@@ -702,8 +702,11 @@ impl ContainerState {
                 exec.fail_waiters(|| error_clone(&error));
             }
         }
-        self.deliver(Event::Deleted { pid: response.pid }, SystemTime::now())
-            .await;
+        let deleted = Event::Deleted {
+            pid: response.pid,
+            status: Some(status),
+        };
+        self.deliver(deleted, SystemTime::now()).await;
         Ok(status)
     }
 

@@ -90,7 +90,17 @@ pub fn decode_envelope(envelope: &Envelope) -> Result<Option<ContainerEvent>, De
         }
         "containerd.events.TaskDelete" => {
             let event = decode::<TaskDelete>(type_name, payload)?;
-            Ok((event.container_id, Event::Deleted { pid: event.pid }))
+            let status = ExitStatus {
+                code: event.exit_status,
+                exited_at: system_time(event.exited_at, timestamp),
+            };
+            Ok((
+                event.container_id,
+                Event::Deleted {
+                    pid: event.pid,
+                    status: Some(status),
+                },
+            ))
         }
         "containerd.events.TaskOOM" => decode::<TaskOom>(type_name, payload)
             .map(|event| (event.container_id, Event::OutOfMemory)),
@@ -206,6 +216,36 @@ mod tests {
         assert_eq!(pid, 42);
         assert_eq!(status.code, 3);
         assert_eq!(synthetic, None);
+    }
+
+    #[test]
+    fn delete_carries_exit_status() {
+        let delete = TaskDelete {
+            container_id: "web".to_owned(),
+            id: "web".to_owned(),
+            pid: 42,
+            exit_status: 137,
+            exited_at: Some(Timestamp {
+                seconds: 1_700_000_002,
+                nanos: 0,
+            }),
+        };
+        let decoded = decode_envelope(&envelope(
+            "containerd.events.TaskDelete",
+            delete.encode_to_vec(),
+        ))
+        .expect("decodes")
+        .expect("is reported");
+        let Event::Deleted { pid, status } = decoded.event else {
+            panic!("expected a delete, got {:?}", decoded.event);
+        };
+        assert_eq!(pid, 42);
+        let status = status.expect("status");
+        assert_eq!(status.code, 137);
+        assert_eq!(
+            status.exited_at,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_002)
+        );
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub enum Event {
     Deleted {
         /// The init process's pid on the host.
         pid: u32,
+        /// The init process's exit status; `None` when it never started or its exit is not
+        /// known.
+        status: Option<ExitStatus>,
     },
 }
 

@@ -80,7 +80,10 @@ fn event_line(event: &ContainerEvent) -> String {
         Event::Paused => "paused".to_owned(),
         Event::Resumed => "resumed".to_owned(),
         Event::Checkpointed => "checkpointed".to_owned(),
-        Event::Deleted { pid } => format!("deleted pid={pid}"),
+        Event::Deleted { pid, status } => match status {
+            Some(status) => format!("deleted pid={pid} code={}", status.code),
+            None => format!("deleted pid={pid}"),
+        },
         other => format!("{other:?}"),
     };
     format!(
