@@ -2,22 +2,10 @@
 //! render to.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Plugins a supervised containerd never runs. CRI would serve Kubernetes and set up CNI
-/// networking. The aufs, btrfs and zfs snapshotters are unused, and the aufs plugin of
-/// containerd 1.6 loads a kernel module when it starts.
-const DISABLED_PLUGINS: &[&str] = &[
-    "io.containerd.grpc.v1.cri",
-    "io.containerd.snapshotter.v1.aufs",
-    "io.containerd.snapshotter.v1.btrfs",
-    "io.containerd.snapshotter.v1.zfs",
-];
-
-/// The gRPC message size limit in both directions, 16 MiB, as Docker configures its containerd.
-pub const DEFAULT_MESSAGE_SIZE: u32 = 16 * 1024 * 1024;
+use crate::containerd_config::{ContainerdConfig, DEFAULT_MESSAGE_SIZE};
 
 /// The supervisor's response to a containerd that lives but keeps failing health checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,90 +203,25 @@ impl SupervisorConfig {
         self.state.join("io.containerd.runtime.v2.task")
     }
 
-    /// Renders containerd's config file (format version 2, read by containerd 1.5 and later).
-    pub fn config_toml(&self) -> String {
-        let disabled = DISABLED_PLUGINS
-            .iter()
-            .map(|plugin| toml_string(plugin))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let lines = [
-            "version = 2".to_owned(),
-            format!("root = {}", toml_path(&self.root)),
-            format!("state = {}", toml_path(&self.state)),
-            format!("disabled_plugins = [{disabled}]"),
-            String::new(),
-            "[grpc]".to_owned(),
-            format!("  address = {}", toml_path(&self.socket())),
-            format!("  max_recv_message_size = {}", self.max_recv_message_size),
-            format!("  max_send_message_size = {}", self.max_send_message_size),
-            String::new(),
-            "[ttrpc]".to_owned(),
-            format!("  address = {}", toml_path(&self.ttrpc_socket())),
-            String::new(),
-            "[debug]".to_owned(),
-            format!("  address = {}", toml_path(&self.debug_socket())),
-            format!("  level = {}", toml_string(&self.log_level)),
-            String::new(),
-            "[plugins]".to_owned(),
-            "  [plugins.\"io.containerd.internal.v1.opt\"]".to_owned(),
-            format!("    path = {}", toml_path(&self.root.join("opt"))),
-        ];
-        let mut config = String::new();
-        for line in lines {
-            config.push_str(&line);
-            config.push('\n');
-        }
-        config
-    }
-}
-
-/// Quotes a path as a TOML basic string.
-fn toml_path(path: &Path) -> String {
-    toml_string(&path.to_string_lossy())
-}
-
-/// Quotes `text` as a TOML basic string, escaping quotes, backslashes and control characters.
-fn toml_string(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            control if control.is_control() => {
-                let _ = write!(quoted, "\\u{:04X}", u32::from(control));
-            }
-            other => quoted.push(other),
+    /// Returns the settings of containerd's config file.
+    pub fn containerd_config(&self) -> ContainerdConfig {
+        ContainerdConfig {
+            root: self.root.clone(),
+            state: self.state.clone(),
+            grpc_socket: self.socket(),
+            ttrpc_socket: self.ttrpc_socket(),
+            debug_socket: self.debug_socket(),
+            opt_dir: self.root.join("opt"),
+            max_recv_message_size: self.max_recv_message_size,
+            max_send_message_size: self.max_send_message_size,
+            log_level: self.log_level.clone(),
         }
     }
-    quoted.push('"');
-    quoted
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_names_every_path_and_limit() {
-        let config = SupervisorConfig::new("/tmp/ks/root", "/tmp/ks/run").config_toml();
-        assert!(config.starts_with("version = 2\n"));
-        assert!(config.contains("root = \"/tmp/ks/root\"\n"));
-        assert!(config.contains("state = \"/tmp/ks/run/state\"\n"));
-        assert!(config.contains("address = \"/tmp/ks/run/containerd.sock\"\n"));
-        assert!(config.contains("address = \"/tmp/ks/run/containerd.sock.ttrpc\"\n"));
-        assert!(config.contains("address = \"/tmp/ks/run/debug.sock\"\n"));
-        assert!(config.contains("max_recv_message_size = 16777216\n"));
-        assert!(config.contains("max_send_message_size = 16777216\n"));
-        assert!(config.contains("\"io.containerd.grpc.v1.cri\""));
-        assert!(config.contains("path = \"/tmp/ks/root/opt\"\n"));
-    }
-
-    #[test]
-    fn toml_string_escapes_quotes_and_controls() {
-        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
-    }
 
     #[test]
     fn backoff_first_restart_is_immediate() {

@@ -39,8 +39,11 @@ pub(crate) fn prepare(config: &SupervisorConfig) -> Result<(), SupervisorError> 
             .map_err(|error| SupervisorError::io("create directory", folder, error))?;
     }
     let path = config.config_file();
-    fs::write(&path, config.config_toml())
-        .map_err(|error| SupervisorError::io("write", &path, error))
+    let text = config
+        .containerd_config()
+        .to_toml()
+        .map_err(|error| SupervisorError::io("render", &path, std::io::Error::other(error)))?;
+    fs::write(&path, text).map_err(|error| SupervisorError::io("write", &path, error))
 }
 
 /// Returns the containerd binary: `config.containerd` when it names a path, else the first

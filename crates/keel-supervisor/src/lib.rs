@@ -15,6 +15,7 @@
 //! only the folders, sockets and processes of its own containerd.
 
 mod config;
+mod containerd_config;
 mod error;
 mod events;
 mod health;
@@ -25,9 +26,8 @@ mod process;
 mod shims;
 mod supervisor;
 
-pub use config::{
-    ContainerdOutput, DEFAULT_MESSAGE_SIZE, HungPolicy, RestartBackoff, SupervisorConfig,
-};
+pub use config::{ContainerdOutput, HungPolicy, RestartBackoff, SupervisorConfig};
+pub use containerd_config::{ContainerdConfig, DEFAULT_MESSAGE_SIZE, DISABLED_PLUGINS};
 pub use error::SupervisorError;
 pub use events::{Listener, SupervisorEvent, SupervisorStatus};
 pub use monitor::Containers;

@@ -3,10 +3,13 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, DirBuilder};
+use std::io;
 use std::io::Read as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use keel_supervisor::{ContainerdConfig, DEFAULT_MESSAGE_SIZE};
 
 use crate::TestkitError;
 
@@ -16,16 +19,6 @@ const PARENT: &str = "/tmp";
 
 /// The prefix of every instance folder's name.
 pub(crate) const FOLDER_PREFIX: &str = "keel-";
-
-/// Plugins that must not run in a private instance. CRI would serve Kubernetes and set up CNI
-/// networking. The aufs, btrfs and zfs snapshotters are unused, and the aufs plugin of
-/// containerd 1.6 loads a kernel module when it starts.
-const DISABLED_PLUGINS: &[&str] = &[
-    "io.containerd.grpc.v1.cri",
-    "io.containerd.snapshotter.v1.aufs",
-    "io.containerd.snapshotter.v1.btrfs",
-    "io.containerd.snapshotter.v1.zfs",
-];
 
 /// Counts the instance folders this process created, so two instances never share a name.
 static FOLDER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -81,7 +74,10 @@ impl Layout {
                 .map_err(|error| TestkitError::io("create directory", folder, error))?;
         }
 
-        let config = layout.config_toml();
+        let config = layout
+            .containerd_config()
+            .to_toml()
+            .map_err(|error| TestkitError::io("render", &layout.config, io::Error::other(error)))?;
         fs::write(&layout.config, config)
             .map_err(|error| TestkitError::io("write", &layout.config, error))?;
         Ok(layout)
@@ -92,40 +88,19 @@ impl Layout {
         self.state.join("io.containerd.runtime.v2.task")
     }
 
-    /// Renders containerd's config file (format version 2, read by containerd 1.5 and later).
-    fn config_toml(&self) -> String {
-        let disabled = DISABLED_PLUGINS
-            .iter()
-            .map(|plugin| toml_string(plugin))
-            .collect::<Vec<_>>()
-            .join(", ");
-
-        let mut config = String::new();
-        let lines = [
-            "version = 2".to_owned(),
-            format!("root = {}", toml_path(&self.root)),
-            format!("state = {}", toml_path(&self.state)),
-            format!("disabled_plugins = [{disabled}]"),
-            String::new(),
-            "[grpc]".to_owned(),
-            format!("  address = {}", toml_path(&self.socket)),
-            String::new(),
-            "[ttrpc]".to_owned(),
-            format!("  address = {}", toml_path(&self.ttrpc_socket)),
-            String::new(),
-            "[debug]".to_owned(),
-            format!("  address = {}", toml_path(&self.debug_socket)),
-            "  level = \"info\"".to_owned(),
-            String::new(),
-            "[plugins]".to_owned(),
-            "  [plugins.\"io.containerd.internal.v1.opt\"]".to_owned(),
-            format!("    path = {}", toml_path(&self.opt)),
-        ];
-        for line in lines {
-            config.push_str(&line);
-            config.push('\n');
+    /// Returns the settings of the instance's config file.
+    fn containerd_config(&self) -> ContainerdConfig {
+        ContainerdConfig {
+            root: self.root.clone(),
+            state: self.state.clone(),
+            grpc_socket: self.socket.clone(),
+            ttrpc_socket: self.ttrpc_socket.clone(),
+            debug_socket: self.debug_socket.clone(),
+            opt_dir: self.opt.clone(),
+            max_recv_message_size: DEFAULT_MESSAGE_SIZE,
+            max_send_message_size: DEFAULT_MESSAGE_SIZE,
+            log_level: "info".to_owned(),
         }
-        config
     }
 }
 
@@ -165,50 +140,17 @@ fn random_hex() -> String {
     })
 }
 
-/// Quotes a path as a TOML basic string. Paths here are made by this module and are UTF-8.
-fn toml_path(path: &Path) -> String {
-    toml_string(&path.to_string_lossy())
-}
-
-/// Quotes `text` as a TOML basic string, escaping quotes, backslashes and control characters.
-fn toml_string(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            control if control.is_control() => {
-                let _ = write!(quoted, "\\u{:04X}", u32::from(control));
-            }
-            other => quoted.push(other),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn toml_string_escapes_quotes_and_controls() {
-        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
-    }
-
-    #[test]
     fn config_names_every_path() {
         let layout = Layout::new(PathBuf::from("/tmp/keel-1-0-00000000"));
-        let config = layout.config_toml();
-        assert!(config.starts_with("version = 2\n"));
-        assert!(config.contains("root = \"/tmp/keel-1-0-00000000/root\"\n"));
-        assert!(config.contains("state = \"/tmp/keel-1-0-00000000/state\"\n"));
-        assert!(config.contains("address = \"/tmp/keel-1-0-00000000/containerd.sock\"\n"));
-        assert!(config.contains("address = \"/tmp/keel-1-0-00000000/containerd.sock.ttrpc\"\n"));
-        assert!(config.contains("address = \"/tmp/keel-1-0-00000000/debug.sock\"\n"));
-        assert!(config.contains("path = \"/tmp/keel-1-0-00000000/opt\"\n"));
-        assert!(config.contains("\"io.containerd.grpc.v1.cri\""));
+        let text = layout.containerd_config().to_toml().expect("renders");
+        assert!(text.contains("root = \"/tmp/keel-1-0-00000000/root\""));
+        assert!(text.contains("address = \"/tmp/keel-1-0-00000000/containerd.sock\""));
+        assert!(text.contains("path = \"/tmp/keel-1-0-00000000/opt\""));
     }
 
     #[test]
