@@ -185,6 +185,10 @@ fn describe(event: &Event) -> String {
             status,
             ..
         } => format!("exit of {process}, pid {pid}, code {}", status.code),
+        Event::Deleted {
+            pid,
+            status: Some(status),
+        } => format!("task deleted, pid {pid}, code {}", status.code),
         other => format!("{other:?}"),
     }
 }
