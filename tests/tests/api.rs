@@ -445,7 +445,22 @@ async fn paused_task_rules() {
     ));
     let again = task.pause().await.expect_err("second pause");
     assert_eq!(again.kind(), ErrorKind::FailedPrecondition, "{again}");
+    let exec_error = task
+        .exec(
+            "while-paused",
+            exec_process(["true"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect_err("exec while paused");
+    assert_eq!(
+        exec_error.kind(),
+        ErrorKind::FailedPrecondition,
+        "{exec_error}"
+    );
     task.resume().await.expect("resume");
+    let running = task.resume().await.expect_err("resume of a running task");
+    assert_eq!(running.kind(), ErrorKind::FailedPrecondition, "{running}");
     task.pause().await.expect("pause again");
 
     task.kill(SIGKILL, false).await.expect("kill paused");
@@ -647,5 +662,26 @@ async fn wait_ignores_output_never_taken() {
     assert_eq!(status.code, 4);
     task.delete().await.expect("delete task");
     container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_container_handle_returns_not_found() {
+    let harness = Harness::start().await;
+    let container = harness
+        .client
+        .create_container("once", harness.spec(&["true"]))
+        .await
+        .expect("create");
+    let copy = container.clone();
+    container.delete().await.expect("delete");
+
+    let again = container.delete().await.expect_err("second delete");
+    assert_eq!(again.kind(), ErrorKind::NotFound, "{again}");
+    let task = copy
+        .start_task(StdioRequest::default())
+        .await
+        .expect_err("start through a copy of the handle");
+    assert_eq!(task.kind(), ErrorKind::NotFound, "{task}");
     harness.stop().await;
 }

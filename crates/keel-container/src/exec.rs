@@ -11,7 +11,9 @@ use containerd_client::services::v1::{
     DeleteProcessRequest, ExecProcessRequest, StartRequest, WaitRequest,
 };
 use keel_connection::call_with_deadline;
-use keel_types::{Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId};
+use keel_types::{
+    Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus,
+};
 
 use crate::actor::{ContainerState, CreateExec, system_time};
 use crate::process::ProcessState;
@@ -99,7 +101,7 @@ impl ContainerState {
         {
             drop(io);
             fifos.remove();
-            return Err(error);
+            return Err(self.paused_error(&process, Operation::Exec, error).await);
         }
         let mut state = state;
         state.mark_created(0);
@@ -164,6 +166,12 @@ impl ContainerState {
         if error.kind() != ErrorKind::Internal {
             return error;
         }
+        let error = self
+            .paused_error(process, Operation::StartExec, error)
+            .await;
+        if error.kind() != ErrorKind::Internal {
+            return error;
+        }
         if !self.init_has_exited().await {
             return error;
         }
@@ -177,6 +185,27 @@ impl ContainerState {
             process,
             ErrorKind::FailedPrecondition,
             &reason,
+        )
+    }
+
+    /// Turns an internal error of an exec request into failed precondition when the task is
+    /// paused: runc rejects an exec into a frozen container with an unknown error.
+    async fn paused_error(&self, process: &ProcessId, operation: Operation, error: Error) -> Error {
+        if error.kind() != ErrorKind::Internal {
+            return error;
+        }
+        let paused = matches!(
+            self.status(&ProcessId::Init).await,
+            Ok(ProcessStatus::Paused | ProcessStatus::Pausing)
+        );
+        if !paused {
+            return error;
+        }
+        self.rejected_for(
+            operation,
+            process,
+            ErrorKind::FailedPrecondition,
+            "the task is paused; resume it before running an exec",
         )
     }
 

@@ -12,7 +12,8 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::Status as TaskStatus;
 use keel_types::{
-    ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, SyntheticReason,
+    ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus,
+    SyntheticReason,
 };
 use ractor::ActorRef;
 
@@ -575,7 +576,23 @@ impl ContainerState {
             container_id: self.container_id.to_string(),
         };
         let mut tasks = self.services.tasks();
-        self.call(Operation::Resume, tasks.resume(request)).await?;
+        if let Err(error) = self.call(Operation::Resume, tasks.resume(request)).await {
+            // runc reports resuming a running task as an unknown error; containerd's view of
+            // the task tells what went wrong.
+            let running = error.kind() == ErrorKind::Internal
+                && matches!(
+                    self.status(&ProcessId::Init).await,
+                    Ok(ProcessStatus::Running)
+                );
+            if running {
+                return Err(self.rejected(
+                    Operation::Resume,
+                    ErrorKind::FailedPrecondition,
+                    "the task is not paused",
+                ));
+            }
+            return Err(error);
+        }
         if let Some(task) = self.task.as_mut() {
             task.paused = false;
         }

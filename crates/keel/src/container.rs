@@ -73,14 +73,14 @@ impl Container {
             stdio,
             restore_from: None,
         });
-        let (io, pid): (ProcessIo, u32) = request(
-            &self.actor(),
-            Operation::CreateTask,
-            &self.target,
-            self.context.call_timeout * 2,
-            |reply| ContainerMsg::CreateTask(request_message, reply),
-        )
-        .await?;
+        let (io, pid): (ProcessIo, u32) = self
+            .ask(
+                Operation::CreateTask,
+                &self.target,
+                self.context.call_timeout * 2,
+                |reply| ContainerMsg::CreateTask(request_message, reply),
+            )
+            .await?;
         Ok(Task::new(self.clone(), pid, io))
     }
 
@@ -102,14 +102,14 @@ impl Container {
             stdio,
             restore_from: Some(dir.to_owned()),
         });
-        let (io, pid): (ProcessIo, u32) = request(
-            &self.actor(),
-            Operation::Restore,
-            &self.target,
-            self.context.call_timeout * 3,
-            |reply| ContainerMsg::CreateTask(request_message, reply),
-        )
-        .await?;
+        let (io, pid): (ProcessIo, u32) = self
+            .ask(
+                Operation::Restore,
+                &self.target,
+                self.context.call_timeout * 3,
+                |reply| ContainerMsg::CreateTask(request_message, reply),
+            )
+            .await?;
         Ok(Task::new(self.clone(), pid, io))
     }
 
@@ -120,14 +120,14 @@ impl Container {
     ///
     /// Returns not found when the container has no task.
     pub async fn task(&self) -> Result<Task, Error> {
-        let pid = request(
-            &self.actor(),
-            Operation::Status,
-            &self.target,
-            self.context.call_timeout,
-            ContainerMsg::InitPid,
-        )
-        .await?;
+        let pid = self
+            .ask(
+                Operation::Status,
+                &self.target,
+                self.context.call_timeout,
+                ContainerMsg::InitPid,
+            )
+            .await?;
         Ok(Task::new(self.clone(), pid, ProcessIo::default()))
     }
 
@@ -139,14 +139,14 @@ impl Container {
     /// Returns not found when the container has no task, or an I/O error when containerd
     /// reports a FIFO outside the container's bundle folder.
     pub async fn attach(&self) -> Result<(Task, Vec<Process>), Error> {
-        let attached = request(
-            &self.actor(),
-            Operation::Attach,
-            &self.target,
-            self.context.call_timeout * 3,
-            ContainerMsg::Attach,
-        )
-        .await?;
+        let attached = self
+            .ask(
+                Operation::Attach,
+                &self.target,
+                self.context.call_timeout * 3,
+                ContainerMsg::Attach,
+            )
+            .await?;
         let (pid, io) = attached.init;
         let task = Task::new(self.clone(), pid, io);
         let processes = attached
@@ -182,14 +182,14 @@ impl Container {
                 // below still succeeds once the process is gone.
                 let _ = tokio::time::timeout_at(deadline, task.wait()).await;
                 loop {
-                    let attempt = request(
-                        &self.actor(),
-                        Operation::DeleteTask,
-                        &self.target,
-                        self.context.call_timeout * 2,
-                        ContainerMsg::DeleteTask,
-                    )
-                    .await;
+                    let attempt = self
+                        .ask(
+                            Operation::DeleteTask,
+                            &self.target,
+                            self.context.call_timeout * 2,
+                            ContainerMsg::DeleteTask,
+                        )
+                        .await;
                     match attempt {
                         Ok(_) => break,
                         Err(error) if error.kind() == ErrorKind::NotFound => break,
@@ -224,14 +224,50 @@ impl Container {
     ///
     /// Returns failed precondition while a task exists, or containerd's error.
     pub async fn delete(&self) -> Result<(), Error> {
-        request(
-            &self.actor(),
+        self.ask(
             Operation::DeleteContainer,
             &self.target,
             self.context.call_timeout * 2,
             ContainerMsg::Delete,
         )
         .await
+    }
+
+    /// Sends a request to the actor that serves the container now and waits at most `timeout`
+    /// for the reply. A request to the actor of a deleted container returns not found.
+    pub(crate) async fn ask<T: Send + 'static>(
+        &self,
+        operation: Operation,
+        target: &Target,
+        timeout: Duration,
+        build: impl FnOnce(keel_container::Reply<T>) -> ContainerMsg,
+    ) -> Result<T, Error> {
+        let actor = self.actor();
+        let result = request(&actor, operation, target, timeout, build).await;
+        if matches!(result, Err(Error::Stopped { .. })) && self.was_deleted(&actor) {
+            return Err(Error::Rejected {
+                operation,
+                target: target.clone(),
+                kind: ErrorKind::NotFound,
+                reason: "the container was deleted".to_owned(),
+            });
+        }
+        result
+    }
+
+    /// Returns true when `actor` stopped because its container was deleted: the client is not
+    /// shutting down, no actor replaced it, and the registry no longer maps the id to it.
+    fn was_deleted(&self, actor: &ActorRef<ContainerMsg>) -> bool {
+        if self.context.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.context.registry.current(actor).get_id() != actor.get_id() {
+            return false;
+        }
+        self.context
+            .registry
+            .get(&self.container_id)
+            .is_none_or(|current| current.get_id() != actor.get_id())
     }
 
     /// Returns the actor that serves the container now: the one this handle was made for, or

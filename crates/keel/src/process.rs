@@ -5,7 +5,6 @@ use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus,
 
 use crate::container::Container;
 use crate::held_io::HeldIo;
-use crate::request::request;
 
 /// An exec process in a container's task, and the caller's ends of its stdio.
 #[derive(Debug)]
@@ -72,14 +71,15 @@ impl Process {
     /// on failure, so the exec id is free again.
     pub async fn start(&mut self) -> Result<(), Error> {
         let exec_id = self.exec_id.clone();
-        self.pid = request(
-            &self.container.actor(),
-            Operation::StartExec,
-            &self.target,
-            self.container.call_timeout() * 3,
-            |reply| ContainerMsg::StartExec(exec_id, reply),
-        )
-        .await?;
+        self.pid = self
+            .container
+            .ask(
+                Operation::StartExec,
+                &self.target,
+                self.container.call_timeout() * 3,
+                |reply| ContainerMsg::StartExec(exec_id, reply),
+            )
+            .await?;
         Ok(())
     }
 
@@ -102,19 +102,19 @@ impl Process {
     /// Returns not found when the process has exited, or containerd's error.
     pub async fn kill(&self, signal: u32) -> Result<(), Error> {
         let process = self.process_id();
-        request(
-            &self.container.actor(),
-            Operation::Kill,
-            &self.target,
-            self.container.call_timeout() * 2,
-            |reply| ContainerMsg::Kill {
-                process,
-                signal,
-                all: false,
-                reply,
-            },
-        )
-        .await
+        self.container
+            .ask(
+                Operation::Kill,
+                &self.target,
+                self.container.call_timeout() * 2,
+                |reply| ContainerMsg::Kill {
+                    process,
+                    signal,
+                    all: false,
+                    reply,
+                },
+            )
+            .await
     }
 
     /// Closes the process's stdin so it reads end of file, before or after start.
@@ -128,14 +128,14 @@ impl Process {
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
         drop(self.io.take_stdin());
         let process = self.process_id();
-        request(
-            &self.container.actor(),
-            Operation::CloseStdin,
-            &self.target,
-            self.container.call_timeout() * 2,
-            |reply| ContainerMsg::CloseStdin(process, reply),
-        )
-        .await
+        self.container
+            .ask(
+                Operation::CloseStdin,
+                &self.target,
+                self.container.call_timeout() * 2,
+                |reply| ContainerMsg::CloseStdin(process, reply),
+            )
+            .await
     }
 
     /// Resizes the process's pseudo-terminal.
@@ -145,19 +145,19 @@ impl Process {
     /// Returns containerd's error, such as for a process without a terminal.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
         let process = self.process_id();
-        request(
-            &self.container.actor(),
-            Operation::Resize,
-            &self.target,
-            self.container.call_timeout() * 2,
-            |reply| ContainerMsg::Resize {
-                process,
-                width,
-                height,
-                reply,
-            },
-        )
-        .await
+        self.container
+            .ask(
+                Operation::Resize,
+                &self.target,
+                self.container.call_timeout() * 2,
+                |reply| ContainerMsg::Resize {
+                    process,
+                    width,
+                    height,
+                    reply,
+                },
+            )
+            .await
     }
 
     /// Returns the process's state as containerd reports it.
@@ -167,14 +167,14 @@ impl Process {
     /// Returns not found once the process was deleted.
     pub async fn status(&self) -> Result<ProcessStatus, Error> {
         let process = self.process_id();
-        request(
-            &self.container.actor(),
-            Operation::Status,
-            &self.target,
-            self.container.call_timeout() * 2,
-            |reply| ContainerMsg::Status(process, reply),
-        )
-        .await
+        self.container
+            .ask(
+                Operation::Status,
+                &self.target,
+                self.container.call_timeout() * 2,
+                |reply| ContainerMsg::Status(process, reply),
+            )
+            .await
     }
 
     /// Deletes the exited process and returns its exit status. keel deletes an exec from
@@ -185,13 +185,13 @@ impl Process {
     /// Returns failed precondition while the process runs.
     pub async fn delete(self) -> Result<ExitStatus, Error> {
         let exec_id = self.exec_id.clone();
-        request(
-            &self.container.actor(),
-            Operation::DeleteExec,
-            &self.target,
-            self.container.call_timeout() * 2,
-            |reply| ContainerMsg::DeleteExec(exec_id, reply),
-        )
-        .await
+        self.container
+            .ask(
+                Operation::DeleteExec,
+                &self.target,
+                self.container.call_timeout() * 2,
+                |reply| ContainerMsg::DeleteExec(exec_id, reply),
+            )
+            .await
     }
 }

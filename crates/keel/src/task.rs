@@ -12,7 +12,6 @@ use keel_types::{
 use crate::container::Container;
 use crate::held_io::HeldIo;
 use crate::process::Process;
-use crate::request::request;
 use crate::validate::check_process;
 
 /// A container's task: its init process and the caller's ends of that process's stdio.
@@ -63,14 +62,14 @@ impl Task {
         build: impl FnOnce(keel_container::Reply<T>) -> ContainerMsg,
     ) -> Result<T, Error> {
         let container = &self.container;
-        request(
-            &container.actor(),
-            operation,
-            container.target(),
-            container.call_timeout() * 3,
-            build,
-        )
-        .await
+        container
+            .ask(
+                operation,
+                container.target(),
+                container.call_timeout() * 3,
+                build,
+            )
+            .await
     }
 
     /// Starts the created task.
