@@ -157,7 +157,7 @@ pub enum Error {
     },
 
     /// containerd rejected the request or could not be reached.
-    #[error("{operation} of {target} failed: {kind}")]
+    #[error("{operation} failed for {target}: {kind}")]
     Containerd {
         /// The failed request.
         operation: Operation,
@@ -171,7 +171,7 @@ pub enum Error {
     },
 
     /// keel rejected the request because of the state it tracks for the object.
-    #[error("{operation} of {target} failed: {kind}: {reason}")]
+    #[error("{operation} failed for {target}: {kind}: {reason}")]
     Rejected {
         /// The refused request.
         operation: Operation,
@@ -184,7 +184,7 @@ pub enum Error {
     },
 
     /// The request did not finish within its deadline.
-    #[error("{operation} of {target} timed out after {}ms", timeout.as_millis())]
+    #[error("{operation} timed out for {target} after {}ms", timeout.as_millis())]
     TimedOut {
         /// The request that ran out of time.
         operation: Operation,
@@ -195,7 +195,7 @@ pub enum Error {
     },
 
     /// A file operation on keel's own folders failed.
-    #[error("{operation} of {target} failed on {}", path.display())]
+    #[error("{operation} failed for {target} on {}", path.display())]
     Io {
         /// The request that needed the file.
         operation: Operation,
@@ -209,7 +209,7 @@ pub enum Error {
     },
 
     /// The actor that serves the request has stopped, usually because the client was closed.
-    #[error("{operation} of {target} failed: the keel client is stopped")]
+    #[error("{operation} failed for {target}: the keel client is stopped")]
     Stopped {
         /// The request that could not be sent.
         operation: Operation,
@@ -375,7 +375,7 @@ mod tests {
             Target::Container(container_id),
             tonic::Status::not_found("task not found"),
         );
-        assert_eq!(error.to_string(), "kill of container web failed: not found");
+        assert_eq!(error.to_string(), "kill failed for container web: not found");
         assert_eq!(error.kind(), ErrorKind::NotFound);
     }
 }

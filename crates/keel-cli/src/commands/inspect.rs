@@ -18,7 +18,7 @@ pub async fn ps(global: &GlobalOptions) -> Result<(), CliError> {
     for container in listed? {
         let (pid, status) = match &container.task {
             Some(task) => (Some(task.pid), status_text(&task.status)),
-            None => (None, "created".to_owned()),
+            None => (None, "no task".to_owned()),
         };
         let record = json!({
             "id": container.id,
