@@ -576,6 +576,11 @@ async fn exec_pause_inspect_and_stop() {
         .collect();
     assert!(pids.contains(&&init_pid), "top {pids:?} lacks {init_pid}");
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats is JSON");
+    assert_eq!(stats["id"], "svc");
+    assert!(
+        stats["memory"]["limit_bytes"].is_null(),
+        "no memory limit is null: {stats}"
+    );
     assert!(
         stats["memory"]["usage_bytes"]
             .as_u64()

@@ -15,6 +15,7 @@ mod output;
 mod spinner;
 mod terminal;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -51,8 +52,9 @@ fn main() -> ExitCode {
 /// Logs to stderr: warnings by default, keel's steps with `--debug`, containerd's life for
 /// `keel containerd`; `RUST_LOG` overrides all of these.
 fn init_logging(cli: &Cli) {
+    // keel's own crates only: the gRPC and HTTP/2 crates log every frame at debug level.
     let default = if cli.global.debug {
-        "debug"
+        "warn,keel=debug,keel_cli=debug,keel_connection=debug,keel_events=debug,keel_container=debug,keel_supervisor=debug,containerd=info"
     } else if matches!(cli.command, Command::Containerd(_)) {
         "info"
     } else {
@@ -61,6 +63,7 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

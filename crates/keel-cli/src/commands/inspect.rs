@@ -65,17 +65,22 @@ pub async fn stats(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
     .await;
     session.close().await;
     let stats = result?;
+    // cgroup v1 reports "no limit" as the largest page-aligned i64, and v2 as 0 or the maximum.
+    let limit_bytes = match stats.memory.limit_bytes {
+        0 | u64::MAX => None,
+        bytes if bytes >= i64::MAX as u64 / 2 => None,
+        bytes => Some(bytes),
+    };
     if global.format == Format::Json {
-        return print_json(&stats);
+        let mut record = serde_json::to_value(&stats)
+            .map_err(|error| CliError::io("encode JSON for", "stdout", error.into()))?;
+        record["id"] = json!(id);
+        record["memory"]["limit_bytes"] = json!(limit_bytes);
+        return print_json(&record);
     }
     let mut table = Table::new(&["CONTAINER", "CPU SECONDS", "MEMORY", "LIMIT", "PIDS"]);
     let cpu_seconds = format!("{:.3}", stats.cpu.usage_ns as f64 / 1e9);
-    let limit = match stats.memory.limit_bytes {
-        0 | u64::MAX => "-".to_owned(),
-        // cgroup v1 reports "no limit" as the largest page-aligned i64.
-        bytes if bytes >= i64::MAX as u64 / 2 => "-".to_owned(),
-        bytes => human_bytes(bytes),
-    };
+    let limit = limit_bytes.map_or_else(|| "-".to_owned(), human_bytes);
     table.push(
         vec![
             id.to_owned(),
