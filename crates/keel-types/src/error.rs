@@ -375,7 +375,10 @@ mod tests {
             Target::Container(container_id),
             tonic::Status::not_found("task not found"),
         );
-        assert_eq!(error.to_string(), "kill failed for container web: not found");
+        assert_eq!(
+            error.to_string(),
+            "kill failed for container web: not found"
+        );
         assert_eq!(error.kind(), ErrorKind::NotFound);
     }
 }
