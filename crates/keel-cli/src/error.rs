@@ -108,7 +108,7 @@ fn detail(error: &keel::Error) -> String {
 /// Returns the next step for the user after an error of `kind`.
 fn hint(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::NotFound => "check the id with `keel ps`",
+        ErrorKind::NotFound => "see with `keel ps` whether the container and its task still exist",
         ErrorKind::AlreadyExists => "choose another id, or remove the old one with `keel rm -f`",
         ErrorKind::InvalidArgument => "fix the argument and try again",
         ErrorKind::FailedPrecondition => {
