@@ -386,7 +386,6 @@ impl ContainerState {
         let Some(mut task) = self.task.take() else {
             return;
         };
-        task.remove_fifos();
         remove_fifos_in(&self.bundle_dir);
         for (exec_id, mut exec) in task.execs.drain() {
             let process = ProcessId::Exec(exec_id);

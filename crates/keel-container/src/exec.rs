@@ -23,8 +23,8 @@ use crate::task::TaskState;
 /// How long a failed exec start waits for an exit of the init process that may have caused it.
 const INIT_EXIT_GRACE: Duration = Duration::from_millis(200);
 
-/// How many deleted execs a task remembers. A remembered exec answers its handle's `wait` and
-/// `delete` with its exit status and keeps late events from bringing it back. The oldest are
+/// How many deleted execs a task remembers. A remembered exec returns its exit status to its handle's
+/// `wait` and `delete` and keeps late events from bringing it back. The oldest are
 /// forgotten first, so execs with ever new ids, such as health checks, use bounded memory.
 const REMEMBERED_DELETED_EXECS: usize = 256;
 
@@ -189,24 +189,19 @@ impl ContainerState {
     }
 
     /// Turns an internal error of an exec request into failed precondition when the task is
-    /// paused: runc rejects an exec into a frozen container with an unknown error.
+    /// paused.
     async fn paused_error(&self, process: &ProcessId, operation: Operation, error: Error) -> Error {
-        if error.kind() != ErrorKind::Internal {
-            return error;
-        }
-        let paused = matches!(
-            self.status(&ProcessId::Init).await,
-            Ok(ProcessStatus::Paused | ProcessStatus::Pausing)
-        );
-        if !paused {
-            return error;
-        }
-        self.rejected_for(
+        let paused = |status: &ProcessStatus| {
+            matches!(status, ProcessStatus::Paused | ProcessStatus::Pausing)
+        };
+        self.precondition_error(
+            error,
             operation,
             process,
-            ErrorKind::FailedPrecondition,
+            paused,
             "the task is paused; resume it before running an exec",
         )
+        .await
     }
 
     /// Returns true when the init process has exited or exits within [`INIT_EXIT_GRACE`]:

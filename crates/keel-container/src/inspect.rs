@@ -89,4 +89,27 @@ impl ContainerState {
         let status = process_status(&info);
         Ok(status)
     }
+
+    /// Turns an internal error of a request about `process` into failed precondition with
+    /// `reason` when the init process is in a state `wrong_state` accepts. runc reports
+    /// requests in the wrong state, such as resuming a running task or an exec into a paused
+    /// one, as unknown errors, so containerd's view of the task decides.
+    pub(crate) async fn precondition_error(
+        &self,
+        error: Error,
+        operation: Operation,
+        process: &ProcessId,
+        wrong_state: fn(&ProcessStatus) -> bool,
+        reason: &str,
+    ) -> Error {
+        if error.kind() != ErrorKind::Internal {
+            return error;
+        }
+        match self.status(&ProcessId::Init).await {
+            Ok(status) if wrong_state(&status) => {
+                self.rejected_for(operation, process, ErrorKind::FailedPrecondition, reason)
+            }
+            _ => error,
+        }
+    }
 }

@@ -65,11 +65,20 @@ impl Registry {
     /// Returns the actor that now serves the container `actor` served: `actor` itself, or
     /// the last of the actors that replaced it after failures.
     pub fn current(&self, actor: &ActorRef<ContainerMsg>) -> ActorRef<ContainerMsg> {
-        let mut current = actor.clone();
-        while let Some(next) = self.successors.get(&current.get_id()) {
-            current = next.value().clone();
+        self.last_successor(actor.get_id())
+            .unwrap_or_else(|| actor.clone())
+    }
+
+    /// Returns the last actor in the chain of replacements that starts at `actor`, or `None`
+    /// when nothing replaced it.
+    fn last_successor(&self, actor: ActorId) -> Option<ActorRef<ContainerMsg>> {
+        let mut last = None;
+        let mut current = actor;
+        while let Some(next) = self.successors.get(&current) {
+            current = next.value().get_id();
+            last = Some(next.value().clone());
         }
-        current
+        last
     }
 
     /// Waits at most `timeout` until an actor replaces `actor`, and returns the one that
@@ -107,20 +116,14 @@ impl Registry {
         let keys: Vec<ActorId> = self.successors.iter().map(|entry| *entry.key()).collect();
         let ending_here: Vec<ActorId> = keys
             .into_iter()
-            .filter(|key| self.chain_end(*key) == stopped)
+            .filter(|key| {
+                self.last_successor(*key)
+                    .is_some_and(|last| last.get_id() == stopped)
+            })
             .collect();
         for key in ending_here {
             self.successors.remove(&key);
         }
-    }
-
-    /// Returns the id of the last actor in the chain of replacements that starts at `actor`.
-    fn chain_end(&self, actor: ActorId) -> ActorId {
-        let mut current = actor;
-        while let Some(next) = self.successors.get(&current) {
-            current = next.value().get_id();
-        }
-        current
     }
 
     pub(crate) fn insert(&self, container_id: ContainerId, actor: ActorRef<ContainerMsg>) {

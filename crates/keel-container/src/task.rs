@@ -97,13 +97,6 @@ impl TaskState {
             .map(|(exec_id, _)| exec_id.clone())
             .collect()
     }
-
-    pub(crate) fn remove_fifos(&self) {
-        self.init.fifos.remove();
-        for exec in self.execs.values() {
-            exec.fifos.remove();
-        }
-    }
 }
 
 impl ContainerState {
@@ -361,7 +354,6 @@ impl ContainerState {
             tracing::warn!(container_id = %self.container_id, %error, "cannot delete task after failed start");
         }
         if let Some(mut task) = self.task.take() {
-            task.remove_fifos();
             remove_fifos_in(&self.bundle_dir);
             let error = || {
                 self.rejected(
@@ -577,21 +569,16 @@ impl ContainerState {
         };
         let mut tasks = self.services.tasks();
         if let Err(error) = self.call(Operation::Resume, tasks.resume(request)).await {
-            // runc reports resuming a running task as an unknown error; containerd's view of
-            // the task tells what went wrong.
-            let running = error.kind() == ErrorKind::Internal
-                && matches!(
-                    self.status(&ProcessId::Init).await,
-                    Ok(ProcessStatus::Running)
-                );
-            if running {
-                return Err(self.rejected(
+            let running = |status: &ProcessStatus| matches!(status, ProcessStatus::Running);
+            return Err(self
+                .precondition_error(
+                    error,
                     Operation::Resume,
-                    ErrorKind::FailedPrecondition,
+                    &ProcessId::Init,
+                    running,
                     "the task is not paused",
-                ));
-            }
-            return Err(error);
+                )
+                .await);
         }
         if let Some(task) = self.task.as_mut() {
             task.paused = false;
@@ -706,7 +693,6 @@ impl ContainerState {
         .await;
         self.release_init_exit(true).await;
         if let Some(mut task) = self.task.take() {
-            task.remove_fifos();
             remove_fifos_in(&self.bundle_dir);
             for (exec_id, mut exec) in task.execs.drain() {
                 let process = ProcessId::Exec(exec_id);

@@ -147,9 +147,7 @@ struct ClientInner {
     registry: Arc<Registry>,
     event_stats: Arc<EventStats>,
     observers: broadcast::WeakSender<NamespaceEvent>,
-    /// Set when shutdown starts, so handles stop waiting for replaced actors.
-    stopping: Arc<AtomicBool>,
-    /// What every container handle of this client shares.
+    /// The registry, shutdown flag and deadline every container handle of this client shares.
     handle_context: Arc<HandleContext>,
     call_timeout: Duration,
     limits: Limits,
@@ -251,8 +249,11 @@ impl Client {
                 ),
             });
         }
-        let stopping = Arc::new(AtomicBool::new(false));
-        let registry_for_handles = Arc::clone(&registry);
+        let handle_context = Arc::new(HandleContext {
+            registry: Arc::clone(&registry),
+            stopping: Arc::new(AtomicBool::new(false)),
+            call_timeout: options.call_timeout,
+        });
         Ok(Self {
             inner: Arc::new(ClientInner {
                 tree,
@@ -263,12 +264,7 @@ impl Client {
                 registry,
                 event_stats,
                 observers: weak_observers,
-                stopping: Arc::clone(&stopping),
-                handle_context: Arc::new(HandleContext {
-                    registry: Arc::clone(&registry_for_handles),
-                    stopping,
-                    call_timeout: options.call_timeout,
-                }),
+                handle_context,
                 call_timeout: options.call_timeout,
                 limits: options.limits,
             }),
@@ -407,7 +403,7 @@ impl Client {
         ))
     }
 
-    /// Lists every container of the namespace as containerd holds it, with its task, whether
+    /// Lists every container of the namespace as containerd records it, with its task, whether
     /// or not this client tracks it. Tracks nothing new and changes nothing.
     ///
     /// # Errors
@@ -429,7 +425,7 @@ impl Client {
     /// Subscribes to the events of every container of the namespace, including containers
     /// this client does not track and events other clients caused, from now on.
     ///
-    /// A subscription sees what containerd publishes and nothing keel infers: for the exactly
+    /// A subscription receives what containerd publishes and nothing keel infers: for the exactly
     /// once, in order delivery of a tracked container's events, use the [`Backend`]. When the
     /// event stream to containerd breaks, the subscription gets [`NamespaceEvent::Gap`] once
     /// a new stream is live.
@@ -527,7 +523,10 @@ impl Client {
     /// Stops the actor tree and waits until every queued event reached the backend, at most
     /// `timeout`. Containers and tasks keep running in containerd.
     pub async fn shutdown(&self, timeout: Duration) {
-        self.inner.stopping.store(true, Ordering::Release);
+        self.inner
+            .handle_context
+            .stopping
+            .store(true, Ordering::Release);
         let _ = self.inner.tree.stop_and_wait(None, Some(timeout)).await;
         self.inner.tracker.close();
         let _ = tokio::time::timeout(timeout, self.inner.tracker.wait()).await;

@@ -19,10 +19,10 @@ const SIGKILL: u32 = 9;
 /// How long a forced delete waits between attempts to delete a task that is still dying.
 const DELETE_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
-/// What the handles of one client share.
+/// The state the container handles of one client share.
 #[derive(Clone, Debug)]
 pub(crate) struct HandleContext {
-    /// Where the actor that replaced a failed one is found.
+    /// The registry, which records the actor that replaced a failed one.
     pub(crate) registry: Arc<Registry>,
     /// Set when the client starts shutting down, so no replacement actor is awaited.
     pub(crate) stopping: Arc<AtomicBool>,
