@@ -9,7 +9,7 @@
 //!
 //! After a `CloseIO`, keel therefore opens the FIFO for writing without blocking and closes it
 //! at once. A reader that waits in `open(2)` (the kernel counts it as a reader already) wakes,
-//! and sees end of file because no writer is left. While no reader exists the open fails with
+//! and reads end of file because no writer is left. While no reader exists the open fails with
 //! `ENXIO`, so keel tries again for a few seconds, in case the reader's goroutine has not run
 //! yet either. An open reader that is already reading is left with end of file as before.
 //!

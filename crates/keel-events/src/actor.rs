@@ -59,8 +59,8 @@ pub struct EventArgs {
     pub connection_state: watch::Receiver<ConnectionState>,
     /// Counters shared with the client, kept across restarts of the actor.
     pub stats: Arc<EventStats>,
-    /// Where every decoded event of the namespace is also published, for namespace-wide
-    /// subscriptions; kept across restarts of the actor.
+    /// The channel that also carries every decoded event of the namespace to namespace-wide
+    /// subscriptions. It is kept across restarts of the actor.
     pub observers: broadcast::Sender<NamespaceEvent>,
 }
 
@@ -102,7 +102,7 @@ pub struct EventSubscriber {
     router: Arc<dyn Router>,
     stats: Arc<EventStats>,
     observers: broadcast::Sender<NamespaceEvent>,
-    /// Set when a stream ended, so the next live stream tells subscribers about the gap.
+    /// Set when a stream ended, so the next live stream sends subscribers a gap marker.
     stream_broke: bool,
     /// The stream task; dropping the handle aborts it.
     _stream: AbortOnDropHandle<()>,

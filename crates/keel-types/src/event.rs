@@ -136,7 +136,7 @@ pub struct ContainerEvent {
 
 /// What a namespace-wide event subscription yields.
 ///
-/// Unlike a [`Backend`](../keel/trait.Backend.html), a subscription sees the events of every
+/// Unlike a [`Backend`](../keel/trait.Backend.html), a subscription receives the events of every
 /// container of the namespace as containerd publishes them, including containers the client
 /// does not track, and gets no inferred events: an exit containerd never published while the
 /// stream was down is not recovered here. A gap tells the subscriber where that may have
@@ -147,7 +147,7 @@ pub enum NamespaceEvent {
     /// An event containerd published.
     Event(ContainerEvent),
     /// containerd may have published events that this subscription did not see: the event
-    /// stream broke and a new one is live, or containerd stopped answering for a while.
+    /// stream broke and a new one is live, or containerd stopped responding for a while.
     Gap,
     /// The subscriber fell behind and this many events were dropped for it.
     Lagged {

@@ -7,8 +7,9 @@ use tokio::sync::broadcast;
 ///
 /// Each subscription has its own bounded buffer
 /// ([`ClientOptions::subscription_capacity`] events). A subscriber that falls further behind
-/// gets [`NamespaceEvent::Lagged`] with the number of events it lost, then the newest ones; it
-/// never slows the client or other subscribers down. Dropping the subscription ends it.
+/// gets [`NamespaceEvent::Lagged`] with the number of events it lost, then the newest ones. A
+/// slow subscriber never slows the client or other subscribers down. Dropping the
+/// subscription ends it.
 ///
 /// [`Client::subscribe`]: crate::Client::subscribe
 /// [`ClientOptions::subscription_capacity`]: crate::ClientOptions::subscription_capacity
