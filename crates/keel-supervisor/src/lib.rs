@@ -23,12 +23,14 @@ mod launch;
 mod monitor;
 mod pidfile;
 mod process;
-mod shims;
+pub mod shims;
 mod supervisor;
 
 pub use config::{ContainerdOutput, HungPolicy, RestartBackoff, SupervisorConfig};
 pub use containerd_config::{ContainerdConfig, DEFAULT_MESSAGE_SIZE, DISABLED_PLUGINS};
 pub use error::SupervisorError;
 pub use events::{Listener, SupervisorEvent, SupervisorStatus};
+pub use health::connect_unix_socket;
 pub use monitor::Containers;
+pub use pidfile::is_process_alive;
 pub use supervisor::Supervisor;

@@ -152,7 +152,8 @@ impl Monitor {
                 failing_ms = since.elapsed().as_millis() as u64,
                 "containerd health check failed"
             );
-            if !hung && since.elapsed() >= self.config.hung_after && pidfile::is_alive(pid) {
+            if !hung && since.elapsed() >= self.config.hung_after && pidfile::is_process_alive(pid)
+            {
                 hung = true;
                 self.publisher.publish(SupervisorEvent::Hung { pid });
                 if self.config.hung_policy == HungPolicy::DumpAndRestart {

@@ -10,8 +10,13 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::SupervisorError;
+
+/// How often [`wait_until_dead`] checks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Returns the pid in `pidfile`, or `None` when the file is missing or contains no pid.
 pub(crate) fn read(pidfile: &Path) -> Option<u32> {
@@ -49,12 +54,16 @@ pub(crate) fn open_if_ours(pid: u32, binary: &Path, config_file: &Path) -> Optio
         rustix::process::PidfdFlags::empty(),
     )
     .ok()?;
-    let is_ours = is_alive(pid) && runs_binary(pid, binary) && passes_config(pid, config_file);
+    let is_ours =
+        is_process_alive(pid) && runs_binary(pid, binary) && passes_config(pid, config_file);
     is_ours.then_some(pidfd)
 }
 
-/// Reports whether `pid` runs: a zombie counts as dead.
-pub(crate) fn is_alive(pid: u32) -> bool {
+/// Reports whether `pid` names a process that still runs.
+///
+/// A zombie counts as dead, because it runs no code and its parent may never reap it. A shim's
+/// parent, for one, is pid 1 or the nearest subreaper, not the process that started containerd.
+pub fn is_process_alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -65,7 +74,32 @@ pub(crate) fn is_alive(pid: u32) -> bool {
     !matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
-/// Returns the arguments of `pid`, program first, or `None` when the process is gone.
+/// Waits until `pid` is dead (see [`is_process_alive`]), for at most `timeout`. Returns whether
+/// it died. Blocks the calling thread.
+pub(crate) fn wait_until_dead(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while is_process_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    true
+}
+
+/// Lists the pids in `/proc`.
+pub(crate) fn all_pids() -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Returns the arguments of `pid`, program first, or `None` when the process is gone. A zombie
+/// has none.
 pub(crate) fn command_args(pid: u32) -> Option<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args = raw
@@ -125,13 +159,52 @@ mod tests {
     #[test]
     fn own_process_is_not_containerd() {
         let pid = std::process::id();
-        assert!(is_alive(pid));
+        assert!(is_process_alive(pid));
         let adopted = open_if_ours(
             pid,
             Path::new("/usr/bin/containerd"),
             Path::new("/tmp/keel-x/containerd.toml"),
         );
         assert!(adopted.is_none());
+    }
+
+    #[test]
+    fn command_args_of_child_are_split() -> io::Result<()> {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .args(["60", "61"])
+            .spawn()?;
+
+        // The kernel may show an empty command line until the exec finishes.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut args = command_args(child.id());
+        while args.as_ref().is_some_and(Vec::is_empty) && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+            args = command_args(child.id());
+        }
+        child.kill()?;
+        child.wait()?;
+
+        let expected = ["/bin/sleep", "60", "61"].map(String::from).to_vec();
+        assert_eq!(args, Some(expected));
+        Ok(())
+    }
+
+    #[test]
+    fn killed_child_is_dead_once_reaped() -> io::Result<()> {
+        let mut child = std::process::Command::new("/bin/sleep").arg("60").spawn()?;
+        let pid = child.id();
+        assert!(is_process_alive(pid));
+
+        child.kill()?;
+        child.wait()?;
+
+        assert!(wait_until_dead(pid, Duration::from_secs(2)));
+        Ok(())
+    }
+
+    #[test]
+    fn all_pids_contains_own_pid() {
+        assert!(all_pids().contains(&std::process::id()));
     }
 
     #[test]

@@ -4,26 +4,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use containerd_client::services::v1::version_client::VersionClient;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use keel_supervisor::connect_unix_socket;
+use tonic::transport::Channel;
 
 use crate::TestkitError;
 
 /// Connects to the gRPC server on the unix socket `socket`, giving up after `timeout`.
 pub(crate) async fn connect(socket: &Path, timeout: Duration) -> Result<Channel, TestkitError> {
-    let target = socket.to_owned();
-    let connector = tower::service_fn(move |_uri| {
-        let target = target.clone();
-        async move {
-            tokio::net::UnixStream::connect(target)
-                .await
-                .map(TokioIo::new)
-        }
-    });
-    // HTTP/2 needs a URI, but the connector above decides where the connection goes.
-    Endpoint::from_static("http://containerd.sock")
-        .connect_timeout(timeout)
-        .connect_with_connector(connector)
+    connect_unix_socket(socket, timeout)
         .await
         .map_err(|source| TestkitError::Connect {
             socket: socket.to_owned(),

@@ -10,16 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use keel_supervisor::shims::{
+    default_runc_root, delete_runc_container, is_shim_of, remove_shim_socket, shim_pids,
+    task_bundles,
+};
 use nix::sys::signal::Signal;
 use tonic::transport::Channel;
 
 use crate::TestkitError;
 use crate::grpc::{connect, probe_version};
 use crate::layout::Layout;
-use crate::leftovers::{
-    default_runc_root, delete_runc_container, is_shim_of, kill_shims, remove_empty_folders,
-    remove_folder, remove_namespace_cgroups, remove_shim_socket, shim_pids, task_bundles,
-};
+use crate::leftovers::{kill_shims, remove_empty_folders, remove_folder, remove_namespace_cgroups};
 use crate::process::{
     kill_child, parent_pid, send_signal, terminate, try_wait, wait_until_stopped,
 };
@@ -430,7 +431,7 @@ impl PrivateContainerd {
         let bundles = task_bundles(&self.layout.task_root());
         let mut runc_roots = BTreeSet::new();
         for bundle in &bundles {
-            let runc_root = delete_runc_container(bundle, &self.programs.path);
+            let runc_root = delete_runc_container(bundle, Some(&self.programs.path));
             if namespaces.contains(&bundle.namespace) {
                 runc_roots.insert(runc_root);
             }

@@ -18,7 +18,7 @@ mod rootfs;
 
 pub use error::TestkitError;
 pub use instance::PrivateContainerd;
+pub use keel_supervisor::is_process_alive;
 pub use leftovers::fifo_count;
-pub use process::is_process_alive;
 pub use programs::{BUSYBOX_ENV, CONTAINERD_ENV, CRIU_DIR_ENV};
 pub use quirks::{is_stale_task_bundle, loses_exits_across_restart};

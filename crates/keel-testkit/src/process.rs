@@ -17,21 +17,6 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// How often a wait loop checks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Reports whether `pid` names a process that still runs.
-///
-/// A zombie counts as dead, because it runs no code and its parent may never reap it: a shim's
-/// parent is pid 1 or the nearest subreaper, not this process.
-pub fn is_process_alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state letter follows the command name, which is in parentheses and may contain ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
-}
-
 /// Returns the parent pid of `pid`, or `None` when the process is gone.
 pub(crate) fn parent_pid(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -49,42 +34,6 @@ pub(crate) fn send_signal(pid: u32, signal: Signal) -> Result<(), TestkitError> 
     };
     let raw = i32::try_from(pid).map_err(|_| error(Errno::ESRCH))?;
     kill(Pid::from_raw(raw), signal).map_err(error)
-}
-
-/// Returns the arguments of `pid`, program name first, or `None` when the process is gone.
-/// A zombie has none.
-pub(crate) fn command_args(pid: u32) -> Option<Vec<String>> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args = raw
-        .split(|&byte| byte == 0)
-        .filter(|arg| !arg.is_empty())
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect();
-    Some(args)
-}
-
-/// Lists the pids in `/proc`.
-pub(crate) fn all_pids() -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-/// Waits until `pid` is dead (see [`is_process_alive`]), for at most `timeout`. Returns whether
-/// it died.
-pub(crate) fn wait_until_dead(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while is_process_alive(pid) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
-    true
 }
 
 /// Waits until every thread of `pid` is stopped by a signal (state `T` in
@@ -175,13 +124,11 @@ pub(crate) fn try_wait(child: &mut Child) -> Result<Option<ExitStatus>, TestkitE
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::process::Command;
 
-    #[test]
-    fn own_process_is_alive() {
-        assert!(is_process_alive(std::process::id()));
-    }
+    use keel_supervisor::is_process_alive;
+
+    use super::*;
 
     #[test]
     fn terminate_reaps_child() -> Result<(), TestkitError> {
@@ -203,39 +150,10 @@ mod tests {
     }
 
     #[test]
-    fn command_args_of_child_are_split() -> Result<(), TestkitError> {
-        let mut child = Command::new("/bin/sleep")
-            .args(["60", "61"])
-            .spawn()
-            .map_err(|source| TestkitError::Spawn {
-                program: "/bin/sleep".into(),
-                source,
-            })?;
-
-        // The kernel may show an empty command line until the exec finishes.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut args = command_args(child.id());
-        while args.as_ref().is_some_and(Vec::is_empty) && Instant::now() < deadline {
-            thread::sleep(POLL_INTERVAL);
-            args = command_args(child.id());
-        }
-        terminate(&mut child)?;
-
-        let expected = ["/bin/sleep", "60", "61"].map(String::from).to_vec();
-        assert_eq!(args, Some(expected));
-        Ok(())
-    }
-
-    #[test]
     fn parent_pid_of_own_process_is_parent() {
         assert_eq!(
             parent_pid(std::process::id()),
             Some(std::os::unix::process::parent_id())
         );
-    }
-
-    #[test]
-    fn all_pids_contains_own_pid() {
-        assert!(all_pids().contains(&std::process::id()));
     }
 }
