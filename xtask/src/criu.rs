@@ -8,11 +8,7 @@
 //! the unpacked `ld-linux` with `--library-path`. The machine's libraries are never loaded and
 //! nothing is installed on the machine.
 //!
-//! apt-get runs with a private configuration (`APT_CONFIG`) that names its own sources list,
-//! lists and cache folders, and reads none of the machine's apt configuration files, so the
-//! machine's apt state and its update hooks are left alone. A proxy therefore has to come from
-//! the `http_proxy` environment variable. Signatures are still checked against the machine's
-//! trusted keys, which on Debian 12 include trixie's.
+//! The download runs apt-get under a private configuration, as [`crate::trixie`] describes.
 //!
 //! keel-testkit puts `target/criu/bin` first on the `PATH` of every private containerd, unless
 //! `KEEL_CRIU_DIR` names another folder, and `cargo xtask demo` puts it first on the demo's
@@ -21,15 +17,17 @@
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 
-use crate::command::program;
+use crate::trixie::{
+    Packages, SOURCE_LINE, build_in_staging, checked_stdout, download_and_unpack, write_file,
+};
 
-/// The apt source line of the suite criu comes from.
-const SOURCE_LINE: &str = "deb http://deb.debian.org/debian trixie main";
+/// The name of what this module prepares, for error messages.
+const PURPOSE: &str = "criu";
 
 /// The package whose dependency closure is downloaded.
 const CRIU_PACKAGE: &str = "criu";
@@ -92,14 +90,7 @@ pub fn prepare() -> anyhow::Result<()> {
     }
 
     println!("preparing criu from Debian trixie in {}", folder.display());
-    fs::create_dir_all(&target)
-        .with_context(|| format!("failed to create {}", target.display()))?;
-    let staging = target.join(format!("{CRIU_FOLDER}-staging-{}", std::process::id()));
-    let result = build(&staging).and_then(|()| move_into_place(&staging, &folder));
-    if staging.exists() {
-        let _ = fs::remove_dir_all(&staging);
-    }
-    result?;
+    build_in_staging(&folder, build, |folder| prepared_version(folder).is_some())?;
 
     let version = prepared_version(&folder)
         .with_context(|| format!("{} does not run after preparing it", folder.display()))?;
@@ -149,29 +140,20 @@ fn prepared_version(folder: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Downloads, unpacks and checks criu in `staging`, leaving only `bin/`, `root/` and the stamp
-/// file there.
+/// Downloads, unpacks and checks criu in the empty folder `staging`, leaving only `bin/`,
+/// `root/`, `criu.conf` and the stamp file there.
 fn build(staging: &Path) -> anyhow::Result<()> {
-    if staging.exists() {
-        fs::remove_dir_all(staging)
-            .with_context(|| format!("failed to remove {}", staging.display()))?;
-    }
-    let apt = AptConfig::write(&staging.join("apt"))?;
-    apt.update()?;
-    let packages = apt.dependency_closure(CRIU_PACKAGE)?;
-    let debs = staging.join("debs");
-    apt.download(&packages, &debs)?;
-
     let root = staging.join("root");
-    unpack_all(&debs, &root)?;
+    download_and_unpack(
+        staging,
+        PURPOSE,
+        Packages::WithDependencies(CRIU_PACKAGE),
+        &root,
+    )?;
+    check_unpacked(&root)?;
     write_file(&staging.join("criu.conf"), CONFIG)?;
     write_wrapper(&staging.join("bin/criu"))?;
     check_criu(&staging.join("bin/criu"))?;
-
-    for scratch in [staging.join("apt"), debs] {
-        fs::remove_dir_all(&scratch)
-            .with_context(|| format!("failed to remove {}", scratch.display()))?;
-    }
     write_file(&staging.join(STAMP_FILE), &stamp())
 }
 
@@ -181,167 +163,8 @@ fn stamp() -> String {
     format!("{SOURCE_LINE}\n{LIBRARY_FOLDER}/{LOADER}\n{CRIU_BINARY}\n{WRAPPER}{CONFIG}")
 }
 
-/// Replaces `folder` with `staging`. When another run finished first, its folder is kept.
-fn move_into_place(staging: &Path, folder: &Path) -> anyhow::Result<()> {
-    if folder.exists() {
-        if prepared_version(folder).is_some() {
-            return Ok(());
-        }
-        fs::remove_dir_all(folder)
-            .with_context(|| format!("failed to remove unfinished {}", folder.display()))?;
-    }
-    match fs::rename(staging, folder) {
-        Ok(()) => Ok(()),
-        Err(_) if prepared_version(folder).is_some() => Ok(()),
-        Err(error) => Err(error).with_context(|| {
-            format!(
-                "failed to move {} to {}",
-                staging.display(),
-                folder.display()
-            )
-        }),
-    }
-}
-
-/// A private apt configuration: its own sources list, lists, cache and an empty dpkg status, so
-/// apt reads only the trixie packages and writes only inside its folder.
-struct AptConfig {
-    /// The configuration file, passed in `APT_CONFIG`.
-    file: PathBuf,
-}
-
-impl AptConfig {
-    fn write(folder: &Path) -> anyhow::Result<Self> {
-        let empty = folder.join("empty");
-        for needed in [
-            folder.join("lists/partial"),
-            folder.join("cache/archives/partial"),
-            empty.clone(),
-        ] {
-            fs::create_dir_all(&needed)
-                .with_context(|| format!("failed to create {}", needed.display()))?;
-        }
-        let sources = folder.join("sources.list");
-        let status = folder.join("status");
-        write_file(&sources, &format!("{SOURCE_LINE}\n"))?;
-        write_file(&status, "")?;
-
-        let file = folder.join("apt.conf");
-        let settings = [
-            ("Dir::Etc::SourceList", sources),
-            ("Dir::Etc::SourceParts", empty.clone()),
-            ("Dir::Etc::Parts", empty.clone()),
-            ("Dir::Etc::Main", folder.join("no-main-config")),
-            ("Dir::Etc::Preferences", folder.join("no-preferences")),
-            ("Dir::Etc::PreferencesParts", empty),
-            ("Dir::State::Lists", folder.join("lists")),
-            ("Dir::State::status", status),
-            ("Dir::Cache", folder.join("cache")),
-        ];
-        let mut text = String::new();
-        for (key, path) in settings {
-            text.push_str(&format!("{key} \"{}\";\n", path.display()));
-        }
-        text.push_str("APT::Architecture \"amd64\";\n");
-        text.push_str("Acquire::Languages \"none\";\n");
-        // The folders belong to the caller, so apt's download user `_apt` cannot write to them.
-        text.push_str("APT::Sandbox::User \"root\";\n");
-        write_file(&file, &text)?;
-        Ok(Self { file })
-    }
-
-    fn update(&self) -> anyhow::Result<()> {
-        program("apt-get", &["-q", "update"])
-            .env("APT_CONFIG", &self.file.to_string_lossy())
-            .run()
-            .map_err(|error| anyhow!("preparing criu failed at `apt-get update`: {error}"))
-    }
-
-    /// Returns `package` and every package it depends on or pre-depends on, recursively.
-    fn dependency_closure(&self, package: &str) -> anyhow::Result<Vec<String>> {
-        let args = [
-            "depends",
-            "--recurse",
-            "--no-recommends",
-            "--no-suggests",
-            "--no-conflicts",
-            "--no-breaks",
-            "--no-replaces",
-            "--no-enhances",
-            package,
-        ];
-        let output = Command::new("apt-cache")
-            .args(args)
-            .env("APT_CONFIG", &self.file)
-            .stdin(Stdio::null())
-            .output()
-            .context("preparing criu failed: cannot start apt-cache")?;
-        let stdout = checked_stdout("apt-cache depends --recurse", &output)?;
-        let packages = parse_package_names(&stdout);
-        if !packages.iter().any(|name| name == package) {
-            bail!("preparing criu failed: apt-cache depends did not list {package}");
-        }
-        Ok(packages)
-    }
-
-    fn download(&self, packages: &[String], folder: &Path) -> anyhow::Result<()> {
-        fs::create_dir_all(folder)
-            .with_context(|| format!("failed to create {}", folder.display()))?;
-        let mut args = vec!["-q", "download"];
-        args.extend(packages.iter().map(String::as_str));
-        program("apt-get", &args)
-            .current_dir(folder)
-            .env("APT_CONFIG", &self.file.to_string_lossy())
-            .run()
-            .map_err(|error| anyhow!("preparing criu failed at `apt-get download`: {error}"))
-    }
-}
-
-/// Returns the package names in the output of `apt-cache depends --recurse`: the lines that
-/// are not indented, without the virtual packages, which apt-cache writes as `<name>`.
-fn parse_package_names(output: &str) -> Vec<String> {
-    let mut names: Vec<String> = output
-        .lines()
-        .filter(|line| !line.is_empty() && !line.starts_with(char::is_whitespace))
-        .filter(|line| !line.starts_with('<'))
-        .map(|line| line.trim().to_owned())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Unpacks every `.deb` in `debs` into `root` with `dpkg -x`.
-fn unpack_all(debs: &Path, root: &Path) -> anyhow::Result<()> {
-    let entries =
-        fs::read_dir(debs).with_context(|| format!("failed to read {}", debs.display()))?;
-    let mut unpacked = 0;
-    for entry in entries {
-        let deb = entry
-            .with_context(|| format!("failed to read {}", debs.display()))?
-            .path();
-        if deb.extension().is_none_or(|extension| extension != "deb") {
-            continue;
-        }
-        let output = Command::new("dpkg")
-            .arg("-x")
-            .arg(&deb)
-            .arg(root)
-            .stdin(Stdio::null())
-            .output()
-            .context("preparing criu failed: cannot start dpkg")?;
-        checked_stdout(
-            &format!("dpkg -x {} {}", deb.display(), root.display()),
-            &output,
-        )?;
-        unpacked += 1;
-    }
-    if unpacked == 0 {
-        bail!(
-            "preparing criu failed: apt-get download left no packages in {}",
-            debs.display()
-        );
-    }
+/// Checks that the packages unpacked into `root` contain the loader and the criu binary.
+fn check_unpacked(root: &Path) -> anyhow::Result<()> {
     for needed in [
         root.join(LIBRARY_FOLDER).join(LOADER),
         root.join(CRIU_BINARY),
@@ -374,7 +197,7 @@ fn check_criu(criu: &Path) -> anyhow::Result<()> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("preparing criu failed: cannot start {}", criu.display()))?;
-    checked_stdout(&format!("{} --version", criu.display()), &output)?;
+    checked_stdout(PURPOSE, &format!("{} --version", criu.display()), &output)?;
 
     if !crate::setup::is_root()? {
         println!("not root: skipping `criu check`");
@@ -390,29 +213,10 @@ fn check_criu(criu: &Path) -> anyhow::Result<()> {
             .output()
             .with_context(|| format!("preparing criu failed: cannot start {}", criu.display()))?;
         let command = format!("{} {}", criu.display(), args.join(" "));
-        checked_stdout(&command, &output)?;
+        checked_stdout(PURPOSE, &command, &output)?;
         println!("`{command}` passed");
     }
     Ok(())
-}
-
-/// Returns the standard output of a finished command, or an error with its standard error.
-fn checked_stdout(command: &str, output: &Output) -> anyhow::Result<String> {
-    if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    bail!(
-        "preparing criu failed: `{command}` exited with {}:\n{}{}",
-        output.status,
-        stdout.trim_end(),
-        stderr.trim_end()
-    )
-}
-
-fn write_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    fs::write(path, contents).with_context(|| format!("failed to write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -420,36 +224,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn package_names_skip_dependencies_and_virtual_packages() {
-        let output = "criu\n  Depends: libc6\n  Depends: <libfoo>\nlibc6\n  \
-                      Depends: libgcc-s1\n<libfoo>\nlibgcc-s1\nlibc6\n";
-        assert_eq!(
-            parse_package_names(output),
-            ["criu", "libc6", "libgcc-s1"].map(String::from)
-        );
-    }
-
-    #[test]
     fn wrapper_uses_unpacked_loader_and_binary() {
         assert!(WRAPPER.contains(LIBRARY_FOLDER));
         assert!(WRAPPER.contains(LOADER));
         assert!(WRAPPER.contains(CRIU_BINARY));
-    }
-
-    #[test]
-    fn stdout_of_failed_command_is_an_error() {
-        let output = Command::new("sh")
-            .args(["-c", "echo out; echo err >&2; exit 4"])
-            .output();
-        let error = output
-            .map_err(anyhow::Error::from)
-            .and_then(|output| checked_stdout("sh", &output));
-        let message = error.err().map(|error| error.to_string());
-        assert!(
-            message
-                .as_deref()
-                .is_some_and(|text| text.contains("out") && text.contains("err")),
-            "{message:?}"
-        );
     }
 }

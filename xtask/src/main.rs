@@ -11,6 +11,7 @@ mod criu;
 mod fuzz;
 mod setup;
 mod tidy;
+mod trixie;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
