@@ -79,7 +79,7 @@ async fn run_go(
         return;
     };
     match execs.run_one().await {
-        Ok(ms) if record => samples.push_value(ms),
+        Ok(run) if record => samples.push_value(run.ms),
         Ok(_) => {}
         Err(error) => *column = Err(format!("failed: {error:#}")),
     }

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+use crate::workload::StepTimes;
+
 /// Debian's GOPATH for packaged Go sources, into which golang-github-containerd-containerd-dev
 /// installs containerd's.
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
@@ -210,9 +212,15 @@ pub struct GoOnRequest {
     lines: Lines<BufReader<ChildStdout>>,
 }
 
-#[derive(Deserialize)]
-struct LifecycleLine {
-    ms: f64,
+/// One operation the Go client ran: its wall time inside the Go process, and in lifecycle mode
+/// the time of each step, in milliseconds.
+#[derive(Debug, Deserialize)]
+pub struct GoRun {
+    /// Wall time of the whole operation.
+    pub ms: f64,
+    /// The time of each of [`crate::workload::STEPS`], in lifecycle mode.
+    #[serde(default)]
+    pub steps: Option<StepTimes>,
 }
 
 impl GoOnRequest {
@@ -228,8 +236,8 @@ impl GoOnRequest {
         Ok(())
     }
 
-    /// Runs one operation and returns its wall time inside the Go process, in milliseconds.
-    pub async fn run_one(&mut self) -> anyhow::Result<f64> {
+    /// Runs one operation and returns its times.
+    pub async fn run_one(&mut self) -> anyhow::Result<GoRun> {
         self.stdin.write_all(b"go\n").await?;
         self.stdin.flush().await?;
         let line = self
@@ -237,9 +245,7 @@ impl GoOnRequest {
             .next_line()
             .await?
             .context("the Go client ended before the lifecycle finished")?;
-        let parsed: LifecycleLine =
-            serde_json::from_str(&line).with_context(|| format!("cannot parse {line:?}"))?;
-        Ok(parsed.ms)
+        serde_json::from_str(&line).with_context(|| format!("cannot parse {line:?}"))
     }
 }
 

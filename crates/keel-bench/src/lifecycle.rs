@@ -10,10 +10,9 @@ use keel_connection::Services;
 use keel_types::Namespace;
 
 use crate::Env;
-use crate::go::GoOnRequest;
 use crate::machine::cpu_time_ms;
 use crate::stats::Samples;
-use crate::workload::{keel_lifecycle, raw_lifecycle, spec, timed};
+use crate::workload::{STEPS, StepTimes, keel_lifecycle, raw_lifecycle, spec, timed};
 
 /// The figures of the lifecycle benchmark.
 #[derive(Debug)]
@@ -33,6 +32,9 @@ pub struct LifecycleResults {
     pub own_cpu: Samples,
     /// Wall time of the Go client's lifecycles, measured inside the Go process.
     pub go: Result<Samples, String>,
+    /// The time of each lifecycle step, per client: keel, the bare gRPC calls and the Go
+    /// client, in that order.
+    pub steps: [StepSamples; 3],
     /// Wall time of `ctr run --rm`, measured around the process.
     pub ctr: Result<Samples, String>,
     /// Wall time of `runc run`, measured around the process.
@@ -41,6 +43,16 @@ pub struct LifecycleResults {
     pub keel_runs: usize,
     /// keel lifecycles that failed, warm-up rounds included.
     pub keel_failures: usize,
+}
+
+/// The time of each of [`STEPS`] over the recorded rounds of one client.
+pub type StepSamples = [Samples; STEPS.len()];
+
+/// Adds one lifecycle's step times.
+fn push_steps(samples: &mut StepSamples, times: &StepTimes) {
+    for (step, time) in samples.iter_mut().zip(times) {
+        step.push_value(*time);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +130,7 @@ pub async fn run(
             .as_ref()
             .map(|_| Samples::default())
             .map_err(Clone::clone),
+        steps: Default::default(),
         ctr: Ok(Samples::default()),
         runc: runc
             .as_ref()
@@ -142,23 +155,29 @@ pub async fn run(
                     let (result, elapsed) = timed(keel_lifecycle(&client, &id, &env.rootfs)).await;
                     let cpu = cpu_time_ms()? - cpu_before;
                     results.keel_runs += 1;
-                    if let Err(error) = result {
-                        tracing::warn!(error = %format!("{error:#}"), "keel lifecycle failed");
-                        results.keel_failures += 1;
-                    } else if record {
-                        results.keel.push(elapsed);
-                        results.keel_cpu.push_value(cpu);
-                        keel_cpu = Some(cpu);
+                    match result {
+                        Err(error) => {
+                            tracing::warn!(error = %format!("{error:#}"), "keel lifecycle failed");
+                            results.keel_failures += 1;
+                        }
+                        Ok(steps) if record => {
+                            results.keel.push(elapsed);
+                            results.keel_cpu.push_value(cpu);
+                            push_steps(&mut results.steps[0], &steps);
+                            keel_cpu = Some(cpu);
+                        }
+                        Ok(_) => {}
                     }
                 }
                 Contender::Raw => {
                     let cpu_before = cpu_time_ms()?;
                     let (result, elapsed) = timed(raw_lifecycle(&services, &id, &raw_spec)).await;
                     let cpu = cpu_time_ms()? - cpu_before;
-                    result.context("bare gRPC lifecycle failed")?;
+                    let steps = result.context("bare gRPC lifecycle failed")?;
                     if record {
                         results.raw.push(elapsed);
                         results.raw_cpu.push_value(cpu);
+                        push_steps(&mut results.steps[1], &steps);
                         raw_cpu = Some(cpu);
                     }
                 }
@@ -166,8 +185,11 @@ pub async fn run(
                     let Ok(lifecycles) = go.as_mut() else {
                         continue;
                     };
-                    let outcome = run_go(lifecycles).await;
-                    record_outcome(&mut results.go, outcome, record);
+                    let outcome = lifecycles.run_one().await;
+                    if record && let Ok(Some(steps)) = outcome.as_ref().map(|run| run.steps) {
+                        push_steps(&mut results.steps[2], &steps);
+                    }
+                    record_outcome(&mut results.go, outcome.map(|run| run.ms), record);
                 }
                 Contender::Ctr => {
                     let outcome = run_ctr(env, &ctr_namespace, &id).await;
@@ -209,10 +231,6 @@ fn record_outcome(
         Ok(_) => {}
         Err(error) => *column = Err(format!("failed: {error:#}")),
     }
-}
-
-async fn run_go(lifecycles: &mut GoOnRequest) -> anyhow::Result<f64> {
-    lifecycles.run_one().await
 }
 
 async fn run_ctr(env: &Env, namespace: &str, id: &str) -> anyhow::Result<f64> {

@@ -13,6 +13,7 @@ use crate::reconnect::ReconnectResults;
 use crate::stats::{Samples, format_ms};
 use crate::stdio::StdioRow;
 use crate::throughput::ThroughputRow;
+use crate::workload::STEPS;
 
 /// Everything one run measured.
 pub struct Report {
@@ -403,7 +404,44 @@ impl Report {
                 }
             }
         }
+        self.write_lifecycle_steps(lifecycle, out);
         self.write_client_overhead(lifecycle, out);
+    }
+
+    fn write_lifecycle_steps(&self, lifecycle: &LifecycleResults, out: &mut String) {
+        let [keel, raw, go] = &lifecycle.steps;
+        if keel[0].is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\n**Per step.** The median wall time of each step, taken by each client around its \
+             own calls (the Go client's inside the Go process), in the same rounds as the table \
+             above. \"create and start the task\" holds containerd's `Create` and `Start` of \
+             the task, and for the bare calls and the Go client also sending their `Wait`; \
+             \"wait for the exit\" ends when keel's event stream or their `Wait` reports the \
+             exit. The medians of the steps need not add up to the median of the whole \
+             lifecycle.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| step | keel | bare gRPC calls | Go client | keel − bare | Go − keel |\n\
+             |---|---|---|---|---|---|"
+        );
+        for (index, name) in STEPS.iter().enumerate() {
+            let keel = keel[index].median();
+            let raw = raw[index].median();
+            let go = go[index].median();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} |",
+                format_ms(keel),
+                format_ms(raw),
+                format_ms(go),
+                format_ms(difference(keel, raw)),
+                format_ms(difference(go, keel)),
+            );
+        }
     }
 
     fn write_client_overhead(&self, lifecycle: &LifecycleResults, out: &mut String) {

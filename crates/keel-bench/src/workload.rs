@@ -42,14 +42,62 @@ pub fn grouped_spec(rootfs: &Path, args: &[&str], group: &str) -> Spec {
     spec
 }
 
+/// The steps of a lifecycle, in order, as the lifecycle report names them.
+pub const STEPS: [&str; 5] = [
+    "create the container",
+    "create and start the task",
+    "wait for the exit",
+    "delete the task",
+    "delete the container",
+];
+
+/// The wall time of each of [`STEPS`] in one lifecycle, in milliseconds.
+pub type StepTimes = [f64; STEPS.len()];
+
+/// Splits a lifecycle into its steps: each call to [`Laps::lap`] ends one step.
+struct Laps {
+    last: Instant,
+    times: StepTimes,
+    done: usize,
+}
+
+impl Laps {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            times: [0.0; STEPS.len()],
+            done: 0,
+        }
+    }
+
+    fn lap(&mut self) {
+        let now = Instant::now();
+        if let Some(time) = self.times.get_mut(self.done) {
+            *time = (now - self.last).as_secs_f64() * 1e3;
+        }
+        self.last = now;
+        self.done += 1;
+    }
+}
+
 /// Creates container `id` running `/bin/true`, runs its task to the end and deletes both,
-/// through keel's facade.
-pub async fn keel_lifecycle(client: &Client, id: &str, rootfs: &Path) -> anyhow::Result<()> {
+/// through keel's facade. Returns the time of each step.
+pub async fn keel_lifecycle(client: &Client, id: &str, rootfs: &Path) -> anyhow::Result<StepTimes> {
+    let mut laps = Laps::start();
     let container = client
         .create_container(id, spec(rootfs, &["/bin/true"]))
         .await?;
+    laps.lap();
     let task = container.start_task(StdioRequest::default()).await?;
-    finish(container, task).await
+    laps.lap();
+    let status = task.wait().await?;
+    laps.lap();
+    task.delete().await?;
+    laps.lap();
+    container.delete().await?;
+    laps.lap();
+    anyhow::ensure!(status.code == 0, "container exited with {}", status.code);
+    Ok(laps.times)
 }
 
 /// Waits for the task's exit, checks it is 0, and deletes the task and the container.
@@ -62,8 +110,13 @@ pub async fn finish(container: Container, task: Task) -> anyhow::Result<()> {
 }
 
 /// Runs the lifecycle of [`keel_lifecycle`] with bare gRPC calls on `services`, waiting for the
-/// exit with the `Wait` call as the Go client does. `spec` is the JSON of the spec.
-pub async fn raw_lifecycle(services: &Services, id: &str, spec: &[u8]) -> anyhow::Result<()> {
+/// exit with the `Wait` call as the Go client does. `spec` is the JSON of the spec. Returns the
+/// time of each step.
+pub async fn raw_lifecycle(
+    services: &Services,
+    id: &str,
+    spec: &[u8],
+) -> anyhow::Result<StepTimes> {
     let record = ContainerRecord {
         id: id.to_owned(),
         runtime: Some(ContainerRuntime {
@@ -79,11 +132,13 @@ pub async fn raw_lifecycle(services: &Services, id: &str, spec: &[u8]) -> anyhow
     let mut containers = services.containers();
     let mut tasks = services.tasks();
 
+    let mut laps = Laps::start();
     containers
         .create(CreateContainerRequest {
             container: Some(record),
         })
         .await?;
+    laps.lap();
     tasks
         .create(CreateTaskRequest {
             container_id: id.to_owned(),
@@ -104,22 +159,26 @@ pub async fn raw_lifecycle(services: &Services, id: &str, spec: &[u8]) -> anyhow
             exec_id: String::new(),
         })
         .await?;
+    laps.lap();
     let exit = wait.await??.into_inner();
+    laps.lap();
 
     tasks
         .delete(DeleteTaskRequest {
             container_id: id.to_owned(),
         })
         .await?;
+    laps.lap();
     containers
         .delete(DeleteContainerRequest { id: id.to_owned() })
         .await?;
+    laps.lap();
     anyhow::ensure!(
         exit.exit_status == 0,
         "container exited with {}",
         exit.exit_status
     );
-    Ok(())
+    Ok(laps.times)
 }
 
 /// A running container started by [`start_sleepers`].

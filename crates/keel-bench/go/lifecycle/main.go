@@ -5,8 +5,9 @@
 // runtime, without an image, and prints one JSON object per line on stdout:
 //
 //	lifecycle   -n N                      runs one lifecycle of /bin/true for each "go" line on
-//	                                      stdin, at most N, printing {"ms": ...} per line; the
-//	                                      bench interleaves it with the other clients
+//	                                      stdin, at most N, printing {"ms": ..., "steps":
+//	                                      [...]} per line; the bench interleaves it with the
+//	                                      other clients
 //	exec        -n N                      starts one container running sleep, then runs
 //	                                      /bin/true in it with exec for each "go" line on
 //	                                      stdin, printing {"ms": ...} per line
@@ -98,17 +99,39 @@ func main() {
 	}
 }
 
+// steps holds the wall time of each step of one lifecycle, in milliseconds: create the
+// container, create and start the task, wait for the exit, delete the task, delete the
+// container.
+type steps [5]float64
+
 // lifecycle creates a container running args, starts its task, waits for the exit and deletes
-// the task and the container. stdout, when not nil, receives the process's stdout.
-func lifecycle(ctx context.Context, client *containerd.Client, opts options, id string, stdout io.Writer, args ...string) error {
+// the task and the container, and returns the time of each step. stdout, when not nil,
+// receives the process's stdout.
+func lifecycle(ctx context.Context, client *containerd.Client, opts options, id string, stdout io.Writer, args ...string) (steps, error) {
+	var times steps
+	step := 0
+	last := time.Now()
+	lap := func() {
+		now := time.Now()
+		times[step] = ms(now.Sub(last))
+		last = now
+		step++
+	}
+
 	container, err := client.NewContainer(ctx, id,
 		containerd.WithRuntime(runtimeName, nil),
 		containerd.WithNewSpec(oci.WithRootFSPath(opts.rootfs), oci.WithProcessArgs(args...)),
 	)
 	if err != nil {
-		return fmt.Errorf("create container %s: %w", id, err)
+		return times, fmt.Errorf("create container %s: %w", id, err)
 	}
-	defer container.Delete(ctx)
+	deleted := false
+	defer func() {
+		if !deleted {
+			container.Delete(ctx)
+		}
+	}()
+	lap()
 
 	creator := cio.NullIO
 	if stdout != nil {
@@ -116,40 +139,53 @@ func lifecycle(ctx context.Context, client *containerd.Client, opts options, id 
 	}
 	task, err := container.NewTask(ctx, creator)
 	if err != nil {
-		return fmt.Errorf("create task %s: %w", id, err)
+		return times, fmt.Errorf("create task %s: %w", id, err)
 	}
 	exited, err := task.Wait(ctx)
 	if err != nil {
 		task.Delete(ctx)
-		return fmt.Errorf("wait task %s: %w", id, err)
+		return times, fmt.Errorf("wait task %s: %w", id, err)
 	}
 	if err := task.Start(ctx); err != nil {
 		task.Delete(ctx)
-		return fmt.Errorf("start task %s: %w", id, err)
+		return times, fmt.Errorf("start task %s: %w", id, err)
 	}
+	lap()
 	status := <-exited
+	lap()
 	if _, err := task.Delete(ctx); err != nil {
-		return fmt.Errorf("delete task %s: %w", id, err)
+		return times, fmt.Errorf("delete task %s: %w", id, err)
 	}
+	lap()
+	deleted = true
+	if err := container.Delete(ctx); err != nil {
+		return times, fmt.Errorf("delete container %s: %w", id, err)
+	}
+	lap()
 	if code, _, err := status.Result(); err != nil || code != 0 {
-		return fmt.Errorf("task %s exited with %d: %v", id, code, err)
+		return times, fmt.Errorf("task %s exited with %d: %v", id, code, err)
 	}
-	return nil
+	return times, nil
 }
 
 // runLifecycles runs one lifecycle per "go" line on stdin, so the caller can interleave it
-// with other clients, and prints each one's wall time.
+// with other clients, and prints each one's wall time and the time of each of its steps.
 func runLifecycles(ctx context.Context, client *containerd.Client, opts options) error {
 	lines := bufio.NewScanner(os.Stdin)
 	out := json.NewEncoder(os.Stdout)
 	for i := 0; i < opts.count && lines.Scan(); i++ {
 		id := fmt.Sprintf("%s-%d", opts.prefix, i)
 		started := time.Now()
-		if err := lifecycle(ctx, client, opts, id, nil, "/bin/true"); err != nil {
+		times, err := lifecycle(ctx, client, opts, id, nil, "/bin/true")
+		if err != nil {
 			return err
 		}
 		elapsed := time.Since(started)
-		if err := out.Encode(map[string]float64{"ms": ms(elapsed)}); err != nil {
+		line := struct {
+			Ms    float64 `json:"ms"`
+			Steps steps   `json:"steps"`
+		}{ms(elapsed), times}
+		if err := out.Encode(line); err != nil {
 			return err
 		}
 	}
@@ -236,7 +272,7 @@ func runThroughput(ctx context.Context, client *containerd.Client, opts options)
 					return
 				}
 				id := fmt.Sprintf("%s-%d", opts.prefix, i)
-				if err := lifecycle(ctx, client, opts, id, nil, "/bin/true"); err != nil {
+				if _, err := lifecycle(ctx, client, opts, id, nil, "/bin/true"); err != nil {
 					atomic.AddInt64(&failures, 1)
 					firstError.CompareAndSwap(nil, err.Error())
 				}
@@ -267,7 +303,7 @@ func runStdio(ctx context.Context, client *containerd.Client, opts options) erro
 	stdout := &countingWriter{}
 	id := fmt.Sprintf("%s-stdio", opts.prefix)
 	started := time.Now()
-	err := lifecycle(ctx, client, opts, id, stdout, "/bin/head", "-c", fmt.Sprint(opts.bytes), "/dev/zero")
+	_, err := lifecycle(ctx, client, opts, id, stdout, "/bin/head", "-c", fmt.Sprint(opts.bytes), "/dev/zero")
 	if err != nil {
 		return err
 	}
