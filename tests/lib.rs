@@ -10,6 +10,7 @@ use keel::{
     Backend, Client, ClientOptions, Container, ContainerEvent, Event, ProcessId, StdioRequest, Task,
 };
 use keel_testkit::PrivateContainerd;
+use oci_spec::runtime::Spec;
 use tokio::sync::Notify;
 
 /// Records events in arrival order and wakes waiters on each one.
@@ -73,6 +74,25 @@ impl Recorder {
     }
 }
 
+/// Creates `container_id` from `spec` through `client` and starts its task with `stdio`.
+/// Panics, and so fails the test, when either step fails.
+pub async fn create_and_start(
+    client: &Client,
+    container_id: &str,
+    spec: Spec,
+    stdio: StdioRequest,
+) -> (Container, Task) {
+    let container = match client.create_container(container_id, spec).await {
+        Ok(container) => container,
+        Err(error) => panic!("failed to create {container_id}: {error}"),
+    };
+    let task = match container.start_task(stdio).await {
+        Ok(task) => task,
+        Err(error) => panic!("failed to start {container_id}: {error}"),
+    };
+    (container, task)
+}
+
 /// A private containerd, a client in a fresh namespace, and a busybox root folder.
 pub struct Harness {
     /// The client under test.
@@ -124,7 +144,7 @@ impl Harness {
     }
 
     /// Returns a spec that runs `args` in the busybox root folder.
-    pub fn spec(&self, args: &[&str]) -> oci_spec::runtime::Spec {
+    pub fn spec(&self, args: &[&str]) -> Spec {
         SpecBuilder::new(&self.rootfs)
             .args(args.iter().copied())
             .build()
@@ -132,19 +152,19 @@ impl Harness {
 
     /// Creates `container_id` running `args` and starts its task without stdio.
     pub async fn run_detached(&self, container_id: &str, args: &[&str]) -> (Container, Task) {
-        let container = match self
-            .client
-            .create_container(container_id, self.spec(args))
+        self.create_and_start(container_id, self.spec(args), StdioRequest::default())
             .await
-        {
-            Ok(container) => container,
-            Err(error) => panic!("cannot create {container_id}: {error}"),
-        };
-        let task = match container.start_task(StdioRequest::default()).await {
-            Ok(task) => task,
-            Err(error) => panic!("cannot start {container_id}: {error}"),
-        };
-        (container, task)
+    }
+
+    /// Creates `container_id` from `spec` and starts its task with `stdio`, through
+    /// [`create_and_start`] on this harness's client.
+    pub async fn create_and_start(
+        &self,
+        container_id: &str,
+        spec: Spec,
+        stdio: StdioRequest,
+    ) -> (Container, Task) {
+        create_and_start(&self.client, container_id, spec, stdio).await
     }
 
     /// Returns the bundle folder keel uses for `container_id`.

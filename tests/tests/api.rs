@@ -79,15 +79,7 @@ async fn closed_stdin_ends_cat_as_init() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_stdin_ends_cat_as_exec() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("host", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("host", &["sleep", "1000"]).await;
     for round in 0..200 {
         let exec_id = format!("cat-{round}");
         let mut process = task
@@ -125,12 +117,9 @@ async fn closed_stdin_ends_cat_as_exec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_then_eof_echoes_exactly() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("echo-in", harness.spec(&["cat"]))
-        .await
-        .expect("create");
-    let mut task = container.start_task(INPUT_OUTPUT).await.expect("start");
+    let (_container, mut task) = harness
+        .create_and_start("echo-in", harness.spec(&["cat"]), INPUT_OUTPUT)
+        .await;
     let mut stdin = task.take_stdin().expect("stdin requested");
     stdin.write_all(b"hi\n").await.expect("write");
     stdin.flush().await.expect("flush");
@@ -159,12 +148,7 @@ async fn stdout_sizes_arrive_byte_exact() {
             let id = format!("size-{size}");
             let command = format!("yes abcdefg | head -c {size}");
             let spec = harness.spec(&["sh", "-c", &command]);
-            let container = harness
-                .client
-                .create_container(&id, spec)
-                .await
-                .expect("create");
-            let mut task = container.start_task(OUTPUT).await.expect("start");
+            let (container, mut task) = harness.create_and_start(&id, spec, OUTPUT).await;
             let output = read_all(task.take_stdout()).await;
             drop(task.take_stderr());
             assert_eq!(output.len(), size, "size {size}");
@@ -187,12 +171,9 @@ async fn late_reader_gets_all_output() {
     let harness = Harness::start().await;
     let size = 8 << 20;
     let command = format!("head -c {size} /dev/zero");
-    let container = harness
-        .client
-        .create_container("late", harness.spec(&["sh", "-c", &command]))
-        .await
-        .expect("create");
-    let mut task = container.start_task(OUTPUT).await.expect("start");
+    let (container, mut task) = harness
+        .create_and_start("late", harness.spec(&["sh", "-c", &command]), OUTPUT)
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let output = read_all(task.take_stdout()).await;
     drop(task.take_stderr());
@@ -207,12 +188,9 @@ async fn late_reader_gets_all_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_stdin_reaches_wc() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("wc", harness.spec(&["wc", "-c"]))
-        .await
-        .expect("create");
-    let mut task = container.start_task(INPUT_OUTPUT).await.expect("start");
+    let (container, mut task) = harness
+        .create_and_start("wc", harness.spec(&["wc", "-c"]), INPUT_OUTPUT)
+        .await;
     let mut stdin = task.take_stdin().expect("stdin requested");
     let stdout = task.take_stdout();
     let reader = tokio::spawn(read_all(stdout));
@@ -235,15 +213,7 @@ async fn large_stdin_reaches_wc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_id_reusable_after_exit_or_kill() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("reuse", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("reuse", &["sleep", "1000"]).await;
 
     let mut first = task
         .exec(
@@ -308,15 +278,7 @@ async fn exec_id_reusable_after_exit_or_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_of_missing_binary_is_executable_not_found() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("nobin", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("nobin", &["sleep", "1000"]).await;
     let mut process = task
         .exec("ghost", exec_process(["/no/such/binary"]), OUTPUT)
         .await
@@ -358,15 +320,7 @@ async fn deletes_follow_task_state() {
     task.delete().await.expect("created task deletes");
     idle.delete().await.expect("delete container");
 
-    let busy = harness
-        .client
-        .create_container("busy", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = busy
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (busy, task) = harness.run_detached("busy", &["sleep", "1000"]).await;
     let pid = task.pid();
     let error = busy
         .task()
@@ -397,15 +351,7 @@ async fn deletes_follow_task_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_after_exit_or_delete_return_not_found() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("gone", harness.spec(&["true"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("gone", &["true"]).await;
     task.wait().await.expect("wait");
     let error = task
         .kill(SIGKILL, false)
@@ -429,15 +375,7 @@ async fn requests_after_exit_or_delete_return_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_task_rules() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("frozen", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("frozen", &["sleep", "1000"]).await;
     task.pause().await.expect("pause");
     assert!(matches!(
         task.status().await.expect("status"),
@@ -495,15 +433,9 @@ async fn stats_and_processes_of_running_task() {
         .args(["sleep", "1000"])
         .memory_limit(64 << 20)
         .build();
-    let container = harness
-        .client
-        .create_container("stats", spec)
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness
+        .create_and_start("stats", spec, StdioRequest::default())
+        .await;
     let stats = task.stats().await.expect("stats");
     assert_eq!(
         stats.cgroup,
@@ -591,12 +523,7 @@ async fn terminal_task_resizes_and_reattaches() {
 async fn reloaded_client_reattaches_init_and_execs() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "read line; echo init $line"]);
-    let container = harness
-        .client
-        .create_container("again", spec)
-        .await
-        .expect("create");
-    let mut task = container.start_task(INPUT_OUTPUT).await.expect("start");
+    let (_container, mut task) = harness.create_and_start("again", spec, INPUT_OUTPUT).await;
     let mut process = task
         .exec(
             "side",
@@ -649,12 +576,7 @@ async fn reloaded_client_reattaches_init_and_execs() {
 async fn wait_ignores_output_never_taken() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "echo ignored; exit 4"]);
-    let container = harness
-        .client
-        .create_container("untaken", spec)
-        .await
-        .expect("create");
-    let task = container.start_task(OUTPUT).await.expect("start");
+    let (container, task) = harness.create_and_start("untaken", spec, OUTPUT).await;
     let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
         .await
         .expect("wait returns although nobody took the output")

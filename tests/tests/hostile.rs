@@ -73,15 +73,7 @@ async fn hostile_container_ids_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_exec_ids_rejected() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("host", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("host", &["sleep", "1000"]).await;
     let bundle = harness.bundle_dir("host");
     let before = tree(&bundle);
     for (case, id) in hostile_ids() {
@@ -284,15 +276,7 @@ async fn planted_symlink_and_file_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relative_checkpoint_folder_rejected() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("cp", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness.run_detached("cp", &["sleep", "1000"]).await;
     let error = task
         .checkpoint(Path::new("relative/dir"), false)
         .await

@@ -16,12 +16,7 @@ const OUTPUT: StdioRequest = StdioRequest {
 async fn stdout_and_stderr_arrive_separately() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "echo hello; echo oops >&2"]);
-    let container = harness
-        .client
-        .create_container("echo", spec)
-        .await
-        .expect("create");
-    let mut task = container.start_task(OUTPUT).await.expect("start");
+    let (container, mut task) = harness.create_and_start("echo", spec, OUTPUT).await;
 
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
@@ -50,15 +45,9 @@ async fn stdout_and_stderr_arrive_separately() {
 async fn exit_code_reaches_backend_once() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "exit 3"]);
-    let container = harness
-        .client
-        .create_container("three", spec)
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) = harness
+        .create_and_start("three", spec, StdioRequest::default())
+        .await;
     let pid = task.pid();
 
     let exited = |events: &[Event]| {

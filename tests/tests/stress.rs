@@ -26,7 +26,7 @@ use keel::{
     StdioRequest, Task,
 };
 use keel_testkit::is_process_alive;
-use keel_tests::{Harness, Recorder};
+use keel_tests::{Harness, Recorder, create_and_start};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -228,15 +228,8 @@ async fn race_round(shared: Shared, round: usize) -> RaceRound {
     let container_id = format!("race-{round}");
     let micros = (30_000 + round * 30_000 / (RACE_ROUNDS - 1)).to_string();
     let spec = shared.spec(&["usleep", &micros]);
-    let container = shared
-        .client
-        .create_container(&container_id, spec)
-        .await
-        .expect("create container");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start task");
+    let (container, task) =
+        create_and_start(&shared.client, &container_id, spec, StdioRequest::default()).await;
 
     let outcome = tokio::time::timeout(EXEC_BOUND, run_exec(&task, "echo", &["echo", "hi"]))
         .await
@@ -334,15 +327,7 @@ async fn concurrent_execs_all_print() {
     let _serial = SERIAL.lock().await;
     let harness = Harness::start().await;
     let started = Instant::now();
-    let container = harness
-        .client
-        .create_container("execs", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create container");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start task");
+    let (container, task) = harness.run_detached("execs", &["sleep", "1000"]).await;
     let task = Arc::new(task);
 
     for round in 0..ROUNDS {
@@ -401,15 +386,13 @@ async fn concurrent_execs_all_print() {
 /// id and the init pid.
 async fn order_round(shared: Shared, round: usize) -> (String, u32) {
     let container_id = format!("order-{round}");
-    let container = shared
-        .client
-        .create_container(&container_id, shared.spec(&["true"]))
-        .await
-        .expect("create container");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start task");
+    let (container, task) = create_and_start(
+        &shared.client,
+        &container_id,
+        shared.spec(&["true"]),
+        StdioRequest::default(),
+    )
+    .await;
     let pid = task.pid();
     let status = tokio::time::timeout(STEP_TIMEOUT, task.wait())
         .await
@@ -702,12 +685,13 @@ async fn exercise(task: &Task, container_id: &str) {
 /// wait, delete the task and the container.
 async fn leak_cycle(shared: Shared, cycle: usize) {
     let container_id = format!("leak-{cycle}");
-    let container = shared
-        .client
-        .create_container(&container_id, shared.spec(&["sleep", "1000"]))
-        .await
-        .expect("create container");
-    let mut task = container.start_task(ALL_STREAMS).await.expect("start task");
+    let (container, mut task) = create_and_start(
+        &shared.client,
+        &container_id,
+        shared.spec(&["sleep", "1000"]),
+        ALL_STREAMS,
+    )
+    .await;
     let stdin = task.take_stdin();
     let streams = [task.take_stdout(), task.take_stderr()];
     exercise(&task, &container_id).await;
@@ -730,12 +714,9 @@ async fn reconnect(harness: &mut Harness) {
 /// and takes a handle on its task without stdio.
 async fn reconnect_cycle(harness: &mut Harness, cycle: usize) {
     let container_id = format!("reload-{cycle}");
-    let container = harness
-        .client
-        .create_container(&container_id, harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create container");
-    let task = container.start_task(ALL_STREAMS).await.expect("start task");
+    let (container, task) = harness
+        .create_and_start(&container_id, harness.spec(&["sleep", "1000"]), ALL_STREAMS)
+        .await;
     drop((task, container));
 
     reconnect(harness).await;

@@ -15,7 +15,7 @@ use keel_supervisor::{
     ContainerdOutput, Containers, HungPolicy, Supervisor, SupervisorConfig, SupervisorEvent,
     SupervisorStatus,
 };
-use keel_tests::Recorder;
+use keel_tests::{Recorder, create_and_start};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::broadcast;
@@ -369,14 +369,8 @@ async fn containers_outlive_a_stopped_containerd() {
     let supervisor = Supervisor::start(dir.config()).await.expect("start");
     let client = connect(&supervisor, &dir).await;
     let spec = SpecBuilder::new(&rootfs).args(["sleep", "1000"]).build();
-    let container = client
-        .create_container("survivor", spec)
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start task");
+    let (_container, task) =
+        create_and_start(&client, "survivor", spec, StdioRequest::default()).await;
     let task_pid = task.pid();
     client.shutdown(Duration::from_secs(5)).await;
     let old_pid = serving_pid(&supervisor);
@@ -420,14 +414,8 @@ async fn stop_with_containers_kills_tasks_and_shims() {
     let supervisor = Supervisor::start(dir.config()).await.expect("start");
     let client = connect(&supervisor, &dir).await;
     let spec = SpecBuilder::new(&rootfs).args(["sleep", "1000"]).build();
-    let container = client
-        .create_container("doomed", spec)
-        .await
-        .expect("create");
-    let task = container
-        .start_task(StdioRequest::default())
-        .await
-        .expect("start task");
+    let (_container, task) =
+        create_and_start(&client, "doomed", spec, StdioRequest::default()).await;
     let task_pid = task.pid();
     let socket = supervisor.socket().display().to_string();
     client.shutdown(Duration::from_secs(5)).await;
