@@ -2,7 +2,8 @@
 //!
 //! Lifecycle: it starts in `Connecting`, checks containerd's health at once, and then moves
 //! between `Connected` (checking every `health_interval`) and `Backoff` (retrying after
-//! [`Backoff::delay`]). Every change is published on the `watch` channel given in its
+//! [`Backoff::delay`], or every few milliseconds for a second after containerd's socket was
+//! created). Every change is published on the `watch` channel given in its
 //! arguments, which outlives the actor, so subscribers keep working when a supervisor restarts
 //! it. The health check runs in a task whose handle the state holds, so a frozen containerd
 //! never stalls the mailbox; the actor only ever has one check in flight. The check, the timer
@@ -11,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_types::{Error, Namespace};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -54,8 +55,11 @@ pub enum ConnectionMsg {
     /// Returns the service clients.
     Services(RpcReplyPort<Services>),
     /// Checks containerd's health now, skipping any backoff wait. Sent when an event stream
-    /// breaks, when containerd's socket reappears, or by a supervisor that restarted containerd.
+    /// breaks, or by a supervisor that restarted containerd.
     CheckNow,
+    /// containerd's socket was just created: checks now, and retries quickly for a while
+    /// because containerd may not accept connections yet.
+    SocketCreated,
     /// Timer tick: time for the next scheduled check.
     Tick,
     /// The result of the check that was in flight.
@@ -84,6 +88,14 @@ pub struct ConnectionArgs {
     pub state: Arc<watch::Sender<ConnectionState>>,
 }
 
+/// The delay between checks while containerd starts: after its socket was created, a check
+/// can still find the socket refusing connections for a moment.
+const STARTUP_RETRY: Duration = Duration::from_millis(5);
+
+/// How long after the socket was created the checks use [`STARTUP_RETRY`] instead of the
+/// backoff delay.
+const STARTUP_WINDOW: Duration = Duration::from_secs(1);
+
 /// The connection actor.
 #[derive(Debug, Default)]
 pub struct ConnectionActor;
@@ -98,6 +110,8 @@ pub struct Connection {
     /// A check was requested while one was in flight; if that one fails, the next starts at
     /// once instead of after the backoff delay, so a socket that appeared meanwhile is used.
     recheck_requested: bool,
+    /// When containerd's socket was last created, until a check succeeds.
+    socket_created_at: Option<Instant>,
     /// The socket watcher; held only so that dropping the state aborts it.
     _socket_watch: Option<AbortOnDropHandle<()>>,
 }
@@ -121,6 +135,7 @@ impl Actor for ConnectionActor {
             check: None,
             timer: None,
             recheck_requested: false,
+            socket_created_at: None,
             _socket_watch: socket_watch,
         };
         connection.start_check(&myself);
@@ -138,6 +153,10 @@ impl Actor for ConnectionActor {
                 let _ = reply.send(connection.services.clone());
             }
             ConnectionMsg::CheckNow => connection.check_now(&myself),
+            ConnectionMsg::SocketCreated => {
+                connection.socket_created_at = Some(Instant::now());
+                connection.check_now(&myself);
+            }
             ConnectionMsg::Tick => connection.start_check(&myself),
             ConnectionMsg::CheckFinished(result) => connection.finish_check(&myself, result),
             #[cfg(feature = "fault-injection")]
@@ -202,6 +221,7 @@ impl Connection {
         self.check = None;
         if result.is_ok() {
             self.recheck_requested = false;
+            self.socket_created_at = None;
         }
         let next_check = match (result, self.lifecycle) {
             (Ok(()), ConnectionState::Connected) => self.args.health_interval,
@@ -219,8 +239,13 @@ impl Connection {
                         1
                     }
                 };
+                let starting = self
+                    .socket_created_at
+                    .is_some_and(|created| created.elapsed() < STARTUP_WINDOW);
                 let retry_in = if std::mem::take(&mut self.recheck_requested) {
                     Duration::ZERO
+                } else if starting {
+                    STARTUP_RETRY
                 } else {
                     self.args.backoff.delay(attempt)
                 };
@@ -255,7 +280,8 @@ fn spawn_socket_watch(
     let myself = myself.clone();
     Some(AbortOnDropHandle::new(tokio::spawn(async move {
         let result = socket_watch::watch_socket(&socket, || {
-            let _ = myself.cast(ConnectionMsg::CheckNow);
+            tracing::debug!(socket = %socket.display(), "containerd's socket was created");
+            let _ = myself.cast(ConnectionMsg::SocketCreated);
         })
         .await;
         if let Err(error) = result {
@@ -277,5 +303,68 @@ pub async fn services_of(actor: &ActorRef<ConnectionMsg>) -> Result<Services, Er
     match actor.call(ConnectionMsg::Services, None).await {
         Ok(ractor::rpc::CallResult::Success(services)) => Ok(services),
         _ => Err(stopped()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    /// The backoff delay of these tests: long enough that a test would time out waiting for it.
+    const SLOW_BACKOFF: Duration = Duration::from_secs(60);
+
+    /// Waits until the published state matches `expected`, for at most 10 s.
+    async fn wait_for_state(
+        states: &mut watch::Receiver<ConnectionState>,
+        expected: impl Fn(&ConnectionState) -> bool,
+    ) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), states.wait_for(expected))
+            .await
+            .is_ok();
+        assert!(
+            waited,
+            "state not reached; last state {:?}",
+            *states.borrow()
+        );
+    }
+
+    fn backoff_with(retry: Duration) -> impl Fn(&ConnectionState) -> bool {
+        move |state| matches!(state, ConnectionState::Backoff { retry_in, .. } if *retry_in == retry)
+    }
+
+    #[tokio::test]
+    async fn created_socket_is_retried_quickly() {
+        let folder = std::env::temp_dir().join(format!("keel-connection-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let socket = folder.join("containerd.sock");
+        let (state, mut states) = watch::channel(ConnectionState::Connecting { attempt: 1 });
+        let args = ConnectionArgs {
+            socket: socket.clone(),
+            namespace: Namespace::new("test").unwrap(),
+            call_timeout: Duration::from_secs(1),
+            health_interval: SLOW_BACKOFF,
+            health_timeout: Duration::from_secs(1),
+            backoff: Backoff {
+                initial: SLOW_BACKOFF,
+                max: SLOW_BACKOFF,
+            },
+            state: Arc::new(state),
+        };
+        let (actor, handle) = Actor::spawn(None, ConnectionActor, args).await.unwrap();
+        wait_for_state(&mut states, backoff_with(SLOW_BACKOFF)).await;
+
+        // A socket file that refuses connections, as a starting containerd's can for a moment
+        // after the file appears: the checks come every few milliseconds, not after the backoff.
+        drop(UnixListener::bind(&socket).unwrap());
+        wait_for_state(&mut states, backoff_with(STARTUP_RETRY)).await;
+
+        // Once the start-up window has passed, the backoff delay applies again.
+        wait_for_state(&mut states, backoff_with(SLOW_BACKOFF)).await;
+
+        actor.stop(None);
+        handle.await.unwrap();
+        std::fs::remove_dir_all(&folder).unwrap();
     }
 }
