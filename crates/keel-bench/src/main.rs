@@ -119,7 +119,7 @@ impl Sizes {
             pipeline_containers: 1000,
             pipeline_events: 1_000_000,
             stdio_sizes: vec![64 * MIB, 512 * MIB],
-            stdio_repetitions: 3,
+            stdio_repetitions: 7,
             reconnect_containers: 100,
             reconnect_repetitions: 3,
             tracked_containers: 10_000,
