@@ -313,6 +313,11 @@ async fn events_print_exit_as_json() {
     assert_eq!(exit["container_id"], "short");
     assert_eq!(exit["event"]["Exited"]["status"]["code"], 7);
     assert_eq!(exit["event"]["Exited"]["process"], "Init");
+    let timestamp = exit["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        timestamp.ends_with('Z'),
+        "not an RFC 3339 time: {timestamp:?}"
+    );
     assert_eq!(status.code(), Some(0));
     harness.run(&["rm", "-f", "short"], None).await;
     harness.stop().await;

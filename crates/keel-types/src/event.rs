@@ -47,7 +47,8 @@ impl fmt::Display for ProcessId {
 pub struct ExitStatus {
     /// The exit code; 128 plus the signal number when a signal killed the process.
     pub code: u32,
-    /// When the process exited, as containerd recorded it.
+    /// When the process exited, as containerd recorded it. Serialized as an RFC 3339 time.
+    #[serde(with = "humantime_serde")]
     pub exited_at: SystemTime,
 }
 
@@ -131,6 +132,8 @@ pub struct ContainerEvent {
     /// What happened.
     pub event: Event,
     /// containerd's timestamp, or the time keel produced the event when it inferred it.
+    /// Serialized as an RFC 3339 time.
+    #[serde(with = "humantime_serde")]
     pub timestamp: SystemTime,
 }
 
@@ -154,4 +157,39 @@ pub enum NamespaceEvent {
         /// How many events were dropped.
         missed: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn event_times_serialize_as_rfc3339() {
+        let at = SystemTime::UNIX_EPOCH + Duration::new(1_709_251_200, 123_456_789);
+        let event = ContainerEvent {
+            container_id: ContainerId::new("web").unwrap(),
+            event: Event::Exited {
+                process: ProcessId::Init,
+                pid: 42,
+                status: ExitStatus {
+                    code: 3,
+                    exited_at: at,
+                },
+                synthetic: None,
+            },
+            timestamp: at,
+        };
+
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["timestamp"], "2024-03-01T00:00:00.123456789Z");
+        assert_eq!(
+            json["event"]["Exited"]["status"]["exited_at"],
+            "2024-03-01T00:00:00.123456789Z"
+        );
+
+        let parsed: ContainerEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(parsed, event);
+    }
 }

@@ -44,7 +44,8 @@ pub enum CgroupVersion {
 /// Resource usage of a task's cgroup, decoded from containerd's metrics.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
-    /// When containerd collected the figures.
+    /// When containerd collected the figures. Serialized as an RFC 3339 time.
+    #[serde(with = "humantime_serde")]
     pub collected_at: SystemTime,
     /// The hierarchy they came from.
     pub cgroup: CgroupVersion,

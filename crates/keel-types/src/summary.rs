@@ -17,7 +17,9 @@ pub struct ContainerSummary {
     pub runtime: String,
     /// The container's labels.
     pub labels: HashMap<String, String>,
-    /// When containerd created the container, if it recorded the time.
+    /// When containerd created the container, if it recorded the time. Serialized as an
+    /// RFC 3339 time.
+    #[serde(with = "humantime_serde")]
     pub created_at: Option<SystemTime>,
     /// The container's task; `None` when it has none.
     pub task: Option<TaskSummary>,
