@@ -101,7 +101,7 @@ pub async fn run(
         Namespace::new(raw_namespace)?,
         std::time::Duration::from_secs(10),
     )?;
-    let raw_spec = serde_json::to_vec(&spec(&env.rootfs, &["/bin/true"]))?;
+    let raw_spec = spec(&env.rootfs, &["/bin/true"]);
     let ctr_namespace = env.containerd.new_namespace();
     let runc = RuncBundle::create(&env.work_dir, &env.rootfs);
     let selected = |contender: Contender| {
@@ -171,7 +171,8 @@ pub async fn run(
                 }
                 Contender::Raw => {
                     let cpu_before = cpu_time_ms()?;
-                    let (result, elapsed) = timed(raw_lifecycle(&services, &id, &raw_spec)).await;
+                    let (result, elapsed) =
+                        timed(raw_lifecycle(&services, &id, raw_spec.clone())).await;
                     let cpu = cpu_time_ms()? - cpu_before;
                     let steps = result.context("bare gRPC lifecycle failed")?;
                     if record {

@@ -110,13 +110,19 @@ pub async fn finish(container: Container, task: Task) -> anyhow::Result<()> {
 }
 
 /// Runs the lifecycle of [`keel_lifecycle`] with bare gRPC calls on `services`, waiting for the
-/// exit with the `Wait` call as the Go client does. `spec` is the JSON of the spec. Returns the
-/// time of each step.
+/// exit with the `Wait` call as the Go client does. Like keel and the Go client, it puts the
+/// container in the cgroup `/<namespace>/<id>`. Returns the time of each step.
 pub async fn raw_lifecycle(
     services: &Services,
     id: &str,
-    spec: &[u8],
+    mut spec: Spec,
 ) -> anyhow::Result<StepTimes> {
+    let mut laps = Laps::start();
+    if let Some(linux) = spec.linux_mut() {
+        let cgroup = format!("/{}/{id}", services.namespace());
+        linux.set_cgroups_path(Some(cgroup.into()));
+    }
+    let spec = serde_json::to_vec(&spec)?;
     let record = ContainerRecord {
         id: id.to_owned(),
         runtime: Some(ContainerRuntime {
@@ -125,14 +131,13 @@ pub async fn raw_lifecycle(
         }),
         spec: Some(prost_types::Any {
             type_url: SPEC_TYPE_URL.to_owned(),
-            value: spec.to_vec(),
+            value: spec,
         }),
         ..ContainerRecord::default()
     };
     let mut containers = services.containers();
     let mut tasks = services.tasks();
 
-    let mut laps = Laps::start();
     containers
         .create(CreateContainerRequest {
             container: Some(record),
