@@ -1,6 +1,6 @@
 //! The `keel` binary against a real containerd: output and exit codes, piped stdin, kill and
 //! rm, ps and events of containers another client made, JSON output, a pseudo-terminal
-//! session, and keel's own supervised containerd.
+//! session, exit codes after a shim dies, and keel's own supervised containerd.
 //!
 //! The binary is built once per test run with `cargo build -p keel-cli` into the target folder
 //! of this test binary, because cargo hands `CARGO_BIN_EXE_*` only to tests of the binary's
@@ -690,5 +690,113 @@ async fn run_passes_interrupt_to_process() {
         Some(42),
         "the process trapped the forwarded SIGINT"
     );
+    harness.stop().await;
+}
+
+/// Polls until the harness's containerd has `count` live shims, for at most ten seconds, and
+/// returns their pids.
+async fn wait_for_shims(harness: &CliHarness, count: usize) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let shims = harness.containerd.shim_pids();
+        if shims.len() == count || tokio::time::Instant::now() >= deadline {
+            return shims;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a `keel` child started with piped output and returns its output.
+async fn finish(child: tokio::process::Child) -> Output {
+    tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("keel finished in time")
+        .expect("wait for keel")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_137_when_shim_dies() {
+    let harness = CliHarness::start().await;
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    let mut command =
+        harness.command(&["run", "--rootfs", &rootfs, "orphan", "--", "sleep", "500"]);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("spawn keel run");
+    let shims = wait_for_shims(&harness, 1).await;
+    assert_eq!(shims.len(), 1, "shims: {shims:?}");
+    // The shim must not die before the task started, or `run` fails to start it.
+    let mut running = Vec::new();
+    for _ in 0..100 {
+        running = harness.ps().await;
+        if running
+            .first()
+            .is_some_and(|row| row["status"] == "running")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running[0]["status"], "running", "ps: {running:?}");
+
+    harness.containerd.kill_shim(shims[0]).expect("kill shim");
+    let output = finish(child).await;
+
+    assert_eq!(
+        output.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "no error printed: {}",
+        text(&output.stderr)
+    );
+    harness.run(&["rm", "-f", "orphan"], None).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_exits_255_when_shim_dies() {
+    let harness = CliHarness::start().await;
+    let started = harness
+        .run_container(&["-d"], "host", &["sleep", "1000"])
+        .await;
+    assert!(started.status.success(), "run -d failed: {started:?}");
+    let shims = wait_for_shims(&harness, 1).await;
+    assert_eq!(shims.len(), 1, "shims: {shims:?}");
+    let mut command = harness.command(&["exec", "host", "--", "sh", "-c", "echo ready; sleep 500"]);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn keel exec");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("read stdout");
+    assert_eq!(ready.as_deref(), Some("ready"));
+
+    harness.containerd.kill_shim(shims[0]).expect("kill shim");
+    let output = finish(child).await;
+
+    // keel reports a synthetic exit code of 255 for an exec whose task vanished.
+    assert_eq!(
+        output.status.code(),
+        Some(255),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "no error printed: {}",
+        text(&output.stderr)
+    );
+    harness.run(&["rm", "-f", "host"], None).await;
     harness.stop().await;
 }

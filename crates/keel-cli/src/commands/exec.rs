@@ -1,6 +1,6 @@
 //! `keel exec`: run another process in a running container and exit with its exit code.
 
-use keel::StdioRequest;
+use keel::{ErrorKind, StdioRequest};
 use oci_spec::runtime::{Process, ProcessBuilder, UserBuilder};
 
 use crate::attach::attach_and_wait;
@@ -41,7 +41,13 @@ async fn run_exec(
     let mut exec = task.exec(exec_id, process, stdio).await?;
     exec.start().await?;
     let status = attach_and_wait(&mut exec, args.tty, args.interactive).await?;
-    exec.delete().await?;
+    if let Err(error) = exec.delete().await {
+        // The exec is gone with its task when the shim died after its exit was reported.
+        if error.kind() != ErrorKind::NotFound {
+            return Err(error.into());
+        }
+        tracing::debug!(container_id = %args.id, exec_id, %error, "exec already deleted");
+    }
     Ok(exit_byte(status.code))
 }
 

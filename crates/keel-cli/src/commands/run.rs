@@ -2,7 +2,7 @@
 //! task's exit code.
 
 use keel::spec::SpecBuilder;
-use keel::{Container, StdioRequest};
+use keel::{Container, ErrorKind, StdioRequest};
 use oci_spec::runtime::{LinuxMemoryBuilder, Spec};
 
 use crate::attach::attach_and_wait;
@@ -44,7 +44,14 @@ async fn run_attached(container: &Container, args: &RunArgs) -> Result<u8, CliEr
     };
     let mut task = container.start_task(stdio).await?;
     let status = attach_and_wait(&mut task, args.tty, args.interactive).await?;
-    task.delete().await?;
+    if let Err(error) = task.delete().await {
+        // containerd deletes the task by itself when the shim dies, after the exit was
+        // reported, so there is nothing left to clean up.
+        if error.kind() != ErrorKind::NotFound {
+            return Err(error.into());
+        }
+        tracing::debug!(container_id = %container.id(), %error, "task already deleted");
+    }
     Ok(exit_byte(status.code))
 }
 
