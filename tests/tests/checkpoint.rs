@@ -176,6 +176,29 @@ async fn two_restores_from_one_image_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_from_non_checkpoint_rejected() {
+    let harness = Harness::start().await;
+    let container = create_counter(&harness, "nocp").await;
+    let empty = checkpoint_dir(&harness, "empty");
+    std::fs::create_dir_all(&empty).expect("create empty folder");
+    let missing = checkpoint_dir(&harness, "missing");
+
+    for dir in [&empty, &missing] {
+        let error = container
+            .restore_task(dir, OUTPUT)
+            .await
+            .expect_err("restore from a folder without a checkpoint");
+        assert_eq!(error.kind(), keel::ErrorKind::InvalidArgument, "{error}");
+        assert!(error.to_string().contains("checkpoint folder"), "{error}");
+    }
+
+    let no_task = container.task().await.expect_err("no task was made");
+    assert_eq!(no_task.kind(), keel::ErrorKind::NotFound, "{no_task}");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_folder_outlives_container() {
     let harness = Harness::start().await;
     let container = create_counter(&harness, "kept").await;

@@ -597,6 +597,63 @@ async fn shim_killed_reports_one_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shim_killed_during_exec_reports_container_exited() {
+    let fixture = Fixture::start().await;
+    let (container, task) = fixture.run("execs", "sleep 1000").await;
+    let mut exec = task
+        .exec(
+            "sleeper",
+            keel::spec::exec_process(["sleep", "1000"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("add exec");
+    exec.start().await.expect("start exec");
+    let shims = fixture.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    // The dead shim reports neither process, so the init exit comes from containerd and the
+    // exec's from keel once the init exit has been held long enough. The exec's wait is sent
+    // before the kill, as an engine waits on each process it starts.
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    };
+    let (exec_status, ()) = tokio::join!(exec.wait(), kill);
+    let exec_status = exec_status.expect("exec wait");
+    assert_eq!(exec_status.code, SyntheticReason::EXIT_CODE);
+    let init_exits = fixture.wait_for_exit("execs", Duration::from_secs(5)).await;
+    assert_eq!(init_exits.len(), 1, "{init_exits:?}");
+
+    let exec_process = ProcessId::Exec(exec.exec_id().clone());
+    let exec_exits = fixture.recorder.exits_of("execs", &exec_process);
+    assert_eq!(exec_exits.len(), 1, "{exec_exits:?}");
+    assert!(
+        matches!(
+            exec_exits[0],
+            Event::Exited {
+                synthetic: Some(SyntheticReason::ContainerExited),
+                ..
+            }
+        ),
+        "{exec_exits:?}"
+    );
+    let events = fixture.recorder.events_of("execs");
+    let exec_exit = exit_position(&events, &exec_process);
+    let init_exit = exit_position(&events, &ProcessId::Init);
+    assert!(exec_exit.is_some(), "no exec exit: {events:?}");
+    assert!(
+        exec_exit < init_exit,
+        "exec exit after init exit: {events:?}"
+    );
+
+    let _ = task.delete().await;
+    container.delete().await.expect("delete container");
+    assert_eq!(fixture.settled_exits("execs").await.len(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_containerd_times_out_then_recovers() {
     let call_timeout = Duration::from_secs(1);
     let fixture = Fixture::start_with(|options| options.call_timeout = call_timeout, |r| r).await;

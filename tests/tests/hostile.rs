@@ -130,6 +130,10 @@ async fn hostile_specs_rejected() {
         let env = (0..40_000).map(|index| format!("VARIABLE_{index}=a value that takes some room"));
         process.set_env(Some(env.collect()));
     }
+    let mut escaping_cgroup = harness.spec(&["true"]);
+    if let Some(linux) = escaping_cgroup.linux_mut() {
+        linux.set_cgroups_path(Some("/../../../etc/evil".into()));
+    }
     let cases = vec![
         ("no process", no_process, "spec.process"),
         (
@@ -169,6 +173,23 @@ async fn hostile_specs_rejected() {
             "spec.process.cwd",
         ),
         ("oversized env", huge_env, "spec"),
+        (
+            "env without key",
+            SpecBuilder::new(&harness.rootfs)
+                .args(["true"])
+                .env("", "c")
+                .build(),
+            "spec.process.env",
+        ),
+        (
+            "negative memory limit",
+            SpecBuilder::new(&harness.rootfs)
+                .args(["true"])
+                .memory_limit(-5)
+                .build(),
+            "spec.linux.resources.memory.limit",
+        ),
+        ("escaping cgroup", escaping_cgroup, "spec.linux.cgroupsPath"),
     ];
     let before = tree(&harness.state_dir);
     for (case, spec, field) in cases {

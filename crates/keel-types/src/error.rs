@@ -142,6 +142,10 @@ impl fmt::Display for Target {
 /// The error of every keel call.
 ///
 /// Match on [`Error::kind`] to decide what to do; the variants carry the detail for logs.
+/// `Display` names the request, its object and the kind of failure. The cause, such as
+/// containerd's message or the operating system's error, is the [`std::error::Error::source`]
+/// of [`Error::Containerd`] and [`Error::Io`], so print the whole chain to show it, for
+/// example with anyhow's `{:#}`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

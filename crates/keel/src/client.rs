@@ -154,7 +154,8 @@ struct ClientInner {
 }
 
 impl Client {
-    /// Connects to containerd at `socket` in `namespace` with default options.
+    /// Connects to containerd at `socket` in `namespace` with default options, so the FIFOs and
+    /// bundle folders of its containers go under `/run/keel`.
     ///
     /// # Errors
     ///

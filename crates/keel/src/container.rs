@@ -89,15 +89,10 @@ impl Container {
     ///
     /// # Errors
     ///
-    /// Returns already exists when the container has a task, or containerd's or criu's error.
+    /// Returns invalid argument when `dir` fails [`check_checkpoint_dir`], already exists when
+    /// the container has a task, or containerd's or criu's error.
     pub async fn restore_task(&self, dir: &Path, stdio: StdioRequest) -> Result<Task, Error> {
-        if !dir.is_absolute() {
-            return Err(Error::InvalidArgument {
-                field: "checkpoint folder",
-                value: dir.display().to_string(),
-                reason: "must be an absolute path".to_owned(),
-            });
-        }
+        check_checkpoint_dir(dir)?;
         let request_message = Box::new(CreateTask {
             stdio,
             restore_from: Some(dir.to_owned()),
@@ -313,4 +308,39 @@ impl Container {
     pub(crate) fn call_timeout(&self) -> Duration {
         self.context.call_timeout
     }
+}
+
+/// The files every checkpoint folder written by [`Task::checkpoint`] contains: criu's image
+/// inventory and runc's list of the process's file descriptors.
+const CHECKPOINT_FILES: [&str; 2] = ["inventory.img", "descriptors.json"];
+
+/// Checks that `dir` is an absolute path to a checkpoint folder written by
+/// [`Task::checkpoint`], before anything is changed for a restore.
+///
+/// # Errors
+///
+/// Returns invalid argument naming the folder when it is relative, cannot be read, or lacks a
+/// checkpoint's files.
+pub fn check_checkpoint_dir(dir: &Path) -> Result<(), Error> {
+    let invalid = |reason: String| Error::InvalidArgument {
+        field: "checkpoint folder",
+        value: dir.display().to_string(),
+        reason,
+    };
+    if !dir.is_absolute() {
+        return Err(invalid("must be an absolute path".to_owned()));
+    }
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => return Err(invalid("is not a folder".to_owned())),
+        Err(error) => return Err(invalid(format!("cannot be read: {error}"))),
+    }
+    for file in CHECKPOINT_FILES {
+        if !dir.join(file).is_file() {
+            return Err(invalid(format!(
+                "has no {file}; pass a folder that Task::checkpoint wrote"
+            )));
+        }
+    }
+    Ok(())
 }

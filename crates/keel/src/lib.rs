@@ -49,7 +49,7 @@ pub use async_trait::async_trait;
 #[cfg(feature = "fault-injection")]
 pub use client::FaultTarget;
 pub use client::{Client, ClientOptions, Limits, Version};
-pub use container::Container;
+pub use container::{Container, check_checkpoint_dir};
 pub use keel_connection::{Backoff, ConnectionState};
 pub use keel_container::{
     Backend, ContainerOptions, OutputStream, ProcessIo, RUNC_RUNTIME, RuncOptions, Runtime,

@@ -142,7 +142,8 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// Returns containerd's error, such as for a process without a terminal.
+    /// Returns containerd's error. A process without a terminal ignores the size, and containerd
+    /// reports success.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
         let process = self.process_id();
         self.container

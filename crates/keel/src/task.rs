@@ -135,7 +135,8 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns containerd's error, such as for a task without a terminal.
+    /// Returns containerd's error. A task without a terminal ignores the size, and containerd
+    /// reports success.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
         self.ask(Operation::Resize, |reply| ContainerMsg::Resize {
             process: ProcessId::Init,

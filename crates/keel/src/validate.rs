@@ -1,7 +1,7 @@
 //! Checks of caller input, run before anything is created.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Component, Path};
 
 use keel_types::Error;
 use oci_spec::runtime::{Process, Spec};
@@ -37,7 +37,56 @@ pub(crate) fn check_spec(spec: &Spec) -> Result<(), Error> {
     let Some(root) = spec.root() else {
         return Err(invalid("spec.root", "", "is missing; set the root folder"));
     };
-    check_root_path(root.path())
+    check_root_path(root.path())?;
+    check_mounts(spec)?;
+    check_linux(spec)
+}
+
+/// Checks that every mount goes to an absolute path inside the container, as the OCI runtime
+/// spec requires.
+fn check_mounts(spec: &Spec) -> Result<(), Error> {
+    for mount in spec.mounts().iter().flatten() {
+        if !mount.destination().is_absolute() {
+            return Err(invalid(
+                "spec.mounts.destination",
+                mount.destination().display().to_string(),
+                "must be an absolute path inside the container",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the Linux settings that runc would reject only after containerd made the task, or
+/// that would reach outside the container's cgroup.
+fn check_linux(spec: &Spec) -> Result<(), Error> {
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    if let Some(path) = linux.cgroups_path()
+        && path.components().any(|part| part == Component::ParentDir)
+    {
+        return Err(invalid(
+            "spec.linux.cgroupsPath",
+            path.display().to_string(),
+            "must not contain `..`; give a path below the cgroup root, such as /namespace/id",
+        ));
+    }
+    let memory_limit = linux
+        .resources()
+        .as_ref()
+        .and_then(|resources| resources.memory().as_ref())
+        .and_then(|memory| memory.limit());
+    if let Some(limit) = memory_limit
+        && limit < -1
+    {
+        return Err(invalid(
+            "spec.linux.resources.memory.limit",
+            limit.to_string(),
+            "must be a number of bytes, or -1 for no limit",
+        ));
+    }
+    Ok(())
 }
 
 /// containerd's bound on one label: key and value together, in bytes.
@@ -111,8 +160,38 @@ pub(crate) fn check_process(process: &Process) -> Result<(), Error> {
 }
 
 fn check_process_fields(process: &Process, field: &'static str) -> Result<(), Error> {
+    let is_exec = field == "process";
+    for arg in process.args().iter().flatten() {
+        if arg.contains('\0') {
+            let args_field = if is_exec {
+                "process.args"
+            } else {
+                "spec.process.args"
+            };
+            return Err(invalid(
+                args_field,
+                arg.replace('\0', "\\0"),
+                "must not contain a NUL byte",
+            ));
+        }
+    }
+    for entry in process.env().iter().flatten() {
+        let key = entry.split_once('=').map(|(key, _)| key);
+        if key.is_none_or(str::is_empty) || entry.contains('\0') {
+            let env_field = if is_exec {
+                "process.env"
+            } else {
+                "spec.process.env"
+            };
+            return Err(invalid(
+                env_field,
+                entry.replace('\0', "\\0"),
+                "must be KEY=VALUE with a non-empty key and no NUL byte",
+            ));
+        }
+    }
     if !process.cwd().is_absolute() {
-        let cwd_field = if field == "process" {
+        let cwd_field = if is_exec {
             "process.cwd"
         } else {
             "spec.process.cwd"
@@ -174,6 +253,50 @@ mod tests {
             .args(["true"])
             .build();
         assert!(check_spec(&spec).is_err());
+    }
+
+    #[test]
+    fn env_without_key_rejected() {
+        let spec = SpecBuilder::new("/").args(["true"]).env("", "c").build();
+        let error = check_spec(&spec).expect_err("empty key");
+        assert!(error.to_string().contains("spec.process.env"), "{error}");
+    }
+
+    #[test]
+    fn nul_in_argument_rejected() {
+        let spec = SpecBuilder::new("/").args(["echo", "a\0b"]).build();
+        let error = check_spec(&spec).expect_err("NUL byte");
+        assert!(error.to_string().contains("spec.process.args"), "{error}");
+    }
+
+    #[test]
+    fn cgroups_path_with_parent_rejected() {
+        let mut spec = SpecBuilder::new("/").args(["true"]).build();
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some("/../../etc/evil".into()));
+        }
+        let error = check_spec(&spec).expect_err("parent component");
+        assert!(error.to_string().contains("cgroupsPath"), "{error}");
+    }
+
+    #[test]
+    fn negative_memory_limit_rejected() {
+        let spec = SpecBuilder::new("/")
+            .args(["true"])
+            .memory_limit(-5)
+            .build();
+        let error = check_spec(&spec).expect_err("negative limit");
+        assert!(error.to_string().contains("memory.limit"), "{error}");
+    }
+
+    #[test]
+    fn relative_mount_destination_rejected() {
+        let mut spec = SpecBuilder::new("/").args(["true"]).build();
+        let mut mount = oci_spec::runtime::Mount::default();
+        mount.set_destination("relative/dest".into());
+        spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
+        let error = check_spec(&spec).expect_err("relative destination");
+        assert!(error.to_string().contains("destination"), "{error}");
     }
 
     #[test]
