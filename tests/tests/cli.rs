@@ -466,14 +466,17 @@ async fn supervised_containerd_starts_once_and_is_reused() {
     // A private containerd only for its busybox root folder and namespace cleanup.
     let harness = CliHarness::start().await;
     let counter = STATE_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let state_dir = PathBuf::from(format!("/tmp/kc-{}-{counter}", std::process::id()));
+    // A relative --state-dir, which keel must make absolute before containerd reads it.
+    let relative_state_dir = format!("kc-{}-{counter}", std::process::id());
+    let state_dir = Path::new("/tmp").join(&relative_state_dir);
     let _ = std::fs::remove_dir_all(&state_dir);
     let rootfs = harness.rootfs.to_string_lossy().into_owned();
     let keel = |args: &[&str]| {
         let mut command = Command::new(keel_binary());
         command
+            .current_dir("/tmp")
             .arg("--state-dir")
-            .arg(&state_dir)
+            .arg(&relative_state_dir)
             .args(["--namespace", &harness.namespace])
             .args(args)
             .stdin(Stdio::null())
@@ -799,4 +802,29 @@ async fn exec_exits_255_when_shim_dies() {
     );
     harness.run(&["rm", "-f", "host"], None).await;
     harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_dir_that_is_a_file_fails() {
+    let counter = STATE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let file = PathBuf::from(format!("/tmp/kc-file-{}-{counter}", std::process::id()));
+    std::fs::write(&file, b"").expect("create the file");
+
+    let output = Command::new(keel_binary())
+        .arg("--state-dir")
+        .arg(&file)
+        .arg("ps")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run keel ps");
+    let is_still_file = file.is_file();
+    let _ = std::fs::remove_file(&file);
+
+    let message = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "stderr: {message}");
+    assert!(message.contains(&file.display().to_string()), "{message}");
+    assert!(message.contains("Not a directory"), "OS error: {message}");
+    assert!(message.contains("--state-dir"), "next step: {message}");
+    assert!(is_still_file, "keel left the file alone");
 }

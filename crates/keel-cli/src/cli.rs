@@ -38,8 +38,14 @@ pub struct GlobalOptions {
 
     /// keel's folder: containerd's data in <DIR>/containerd, its sockets in <DIR>/run, FIFOs
     /// in <DIR>/client [default: /var/lib/keel-cli, with sockets and FIFOs under
-    /// /run/keel-cli].
-    #[arg(long, global = true, env = "KEEL_STATE_DIR", value_name = "DIR")]
+    /// /run/keel-cli]. A relative path is taken from the current folder.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_STATE_DIR",
+        value_name = "DIR",
+        value_parser = parse_absolute_dir
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// The output format.
@@ -256,6 +262,12 @@ fn parse_user(text: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// Parses a folder path and makes it absolute against the current folder, because containerd
+/// runs in another folder and reads its config and state by path.
+fn parse_absolute_dir(text: &str) -> Result<PathBuf, String> {
+    std::path::absolute(text).map_err(|error| format!("invalid folder {text:?}: {error}"))
+}
+
 /// Parses a byte count with an optional binary suffix: k, m or g (any case, with an optional
 /// trailing b).
 fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -310,6 +322,14 @@ mod tests {
         assert_eq!(parse_signal("sigkill"), Ok(9));
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn state_dir_becomes_absolute() {
+        let current = std::env::current_dir().expect("current folder");
+        assert_eq!(parse_absolute_dir("rel"), Ok(current.join("rel")));
+        assert_eq!(parse_absolute_dir("/tmp/x"), Ok(PathBuf::from("/tmp/x")));
+        assert!(parse_absolute_dir("").is_err());
     }
 
     #[test]

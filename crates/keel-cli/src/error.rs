@@ -18,7 +18,7 @@ pub enum CliError {
     },
 
     /// keel's own containerd could not be started or adopted.
-    #[error("{source}")]
+    #[error("{}", supervisor_message(source))]
     Supervisor {
         /// The supervisor's error.
         #[from]
@@ -98,11 +98,81 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
 fn detail(error: &keel::Error) -> String {
     match error {
         keel::Error::Rejected { .. } => String::new(),
+        keel::Error::Io { source, .. } => format!(
+            ": {source}; check that the folder can be written, or choose another one (keel's \
+             own folders with --state-dir)"
+        ),
         keel::Error::Containerd { source, .. } if !source.message().is_empty() => {
             format!(" ({}); {}", source.message(), hint(error.kind()))
         }
         _ => format!("; {}", hint(error.kind())),
     }
+}
+
+/// Returns the message of a supervisor error with the operating system's error, where there is
+/// one, and a next step that a user of this command line can take.
+fn supervisor_message(error: &SupervisorError) -> String {
+    match error {
+        SupervisorError::Io {
+            action,
+            path,
+            source,
+        } => format!(
+            "failed to {action} {}: {source}; choose another state folder with --state-dir",
+            path.display()
+        ),
+        SupervisorError::Spawn { binary, source } => format!(
+            "failed to start {}: {source}; install containerd, or name its binary with KEEL_CONTAINERD",
+            binary.display()
+        ),
+        SupervisorError::BinaryNotFound { binary } => format!(
+            "containerd binary {} not found: install containerd, or name its binary with KEEL_CONTAINERD",
+            binary.display()
+        ),
+        SupervisorError::AdoptedNotServing {
+            pid,
+            pidfile,
+            socket,
+        } => format!(
+            "keel's containerd (pid {pid}, from {}) runs but does not serve on {}; {}",
+            pidfile.display(),
+            socket.display(),
+            hung_containerd_hint(*pid)
+        ),
+        SupervisorError::Process {
+            action,
+            pid,
+            source,
+        } => format!("failed to {action} containerd (pid {pid}): {source}"),
+        other => other.to_string(),
+    }
+}
+
+/// Returns the next step for a containerd that runs but does not serve: resume it when a
+/// signal stopped it, or else kill it so the next command starts a new one.
+fn hung_containerd_hint(pid: u32) -> String {
+    if is_stopped_by_signal(pid) {
+        return format!(
+            "it is stopped by a signal: resume it with `kill -CONT {pid}` and try again"
+        );
+    }
+    format!(
+        "wait and try again, or kill it with `kill -9 {pid}` so the next command starts a new \
+         one (its containers keep running)"
+    )
+}
+
+/// Reports whether the process is in the stopped state (`T` in `/proc/<pid>/stat`), as after
+/// SIGSTOP.
+fn is_stopped_by_signal(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    state == Some("T")
 }
 
 /// Returns the next step for the user after an error of `kind`.
@@ -146,6 +216,54 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());
         assert!(!codes.contains(&0));
+    }
+
+    #[test]
+    fn supervisor_io_error_names_cause_and_fix() {
+        let error = CliError::from(SupervisorError::Io {
+            action: "create directory",
+            path: PathBuf::from("/tmp/afile/run"),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOTDIR),
+        });
+        let text = error.to_string();
+        assert!(text.contains("/tmp/afile/run"), "{text}");
+        assert!(text.contains("Not a directory"), "{text}");
+        assert!(text.contains("--state-dir"), "{text}");
+        assert_eq!(error.exit_code(), 6);
+    }
+
+    #[test]
+    fn hung_containerd_hint_names_commands() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = sleeper.id();
+        let running_hint = hung_containerd_hint(pid);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("stop sleep");
+        let mut stopped_hint = String::new();
+        for _ in 0..100 {
+            stopped_hint = hung_containerd_hint(pid);
+            if stopped_hint.contains("kill -CONT") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        sleeper.kill().expect("kill sleep");
+        sleeper.wait().expect("reap sleep");
+
+        assert!(
+            running_hint.contains(&format!("kill -9 {pid}")),
+            "{running_hint}"
+        );
+        assert!(
+            stopped_hint.contains(&format!("kill -CONT {pid}")),
+            "{stopped_hint}"
+        );
     }
 
     #[test]
