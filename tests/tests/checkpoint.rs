@@ -194,6 +194,20 @@ async fn restore_from_non_checkpoint_rejected() {
 
     let no_task = container.task().await.expect_err("no task was made");
     assert_eq!(no_task.kind(), keel::ErrorKind::NotFound, "{no_task}");
+
+    // A folder that looks like a checkpoint passes the check, and runc's restore fails.
+    let corrupt = checkpoint_dir(&harness, "corrupt");
+    std::fs::create_dir_all(&corrupt).expect("create corrupt folder");
+    std::fs::write(corrupt.join("inventory.img"), b"not an image").expect("write inventory");
+    std::fs::write(corrupt.join("descriptors.json"), b"[]").expect("write descriptors");
+    container
+        .restore_task(&corrupt, OUTPUT)
+        .await
+        .expect_err("restore from a corrupt image");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = harness.recorder.events_of("nocp");
+    assert!(events.is_empty(), "events of a failed restore: {events:?}");
+
     container.delete().await.expect("delete container");
     harness.stop().await;
 }

@@ -29,6 +29,12 @@ impl ContainerState {
     ) {
         let timestamp = event.timestamp;
         match event.event {
+            // A restore's create event carries no pid, because runc restores the process only
+            // at start. Without a task here the restore failed and was discarded; when one
+            // succeeds, or another client restores, the start reports the task with its pid.
+            Event::Created { pid: 0 } if self.task.is_none() => {
+                tracing::debug!(container_id = %self.container_id, "create event without a pid ignored");
+            }
             Event::Created { pid } => {
                 let task = self
                     .task
