@@ -828,3 +828,51 @@ async fn state_dir_that_is_a_file_fails() {
     assert!(message.contains("--state-dir"), "next step: {message}");
     assert!(is_still_file, "keel left the file alone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_sends_real_time_signal() {
+    let harness = CliHarness::start().await;
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    // The C library's SIGRTMIN, as the CLI resolves RTMIN (34 with glibc).
+    let signal = nix::libc::SIGRTMIN() + 1;
+    let script = format!("trap 'exit 9' {signal}; echo ready; while true; do sleep 0.1; done");
+    let mut command = harness.command(&[
+        "run", "--rm", "--rootfs", &rootfs, "realtime", "--", "sh", "-c", &script,
+    ]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = command.spawn().expect("spawn keel run");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("read stdout");
+
+    let killed = harness
+        .run(&["kill", "-s", "SIGRTMIN+1", "realtime"], None)
+        .await;
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("keel run finished in time")
+        .expect("wait for keel");
+    let max = nix::libc::SIGRTMAX();
+    let too_high = (max + 1).to_string();
+    let out_of_range = harness
+        .run(&["kill", "-s", &too_high, "realtime"], None)
+        .await;
+
+    assert_eq!(ready.as_deref(), Some("ready"));
+    assert!(killed.status.success(), "kill failed: {killed:?}");
+    assert_eq!(
+        status.code(),
+        Some(9),
+        "the process trapped signal {signal}"
+    );
+    assert_eq!(out_of_range.status.code(), Some(2));
+    let message = text(&out_of_range.stderr);
+    assert!(
+        message.contains("from 1 to 64"),
+        "names the range: {message}"
+    );
+    harness.stop().await;
+}

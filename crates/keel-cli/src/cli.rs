@@ -172,7 +172,8 @@ pub struct IdArgs {
 /// Arguments of `keel kill`.
 #[derive(Debug, Args)]
 pub struct KillArgs {
-    /// The signal, as a name (TERM, SIGTERM) or a number.
+    /// The signal: a name (TERM, SIGTERM), a real-time signal (RTMIN, RTMIN+n, RTMAX, RTMAX-n)
+    /// or a number from 1 to SIGRTMAX (64 on x86-64 and arm64 Linux).
     #[arg(short, long, default_value = "SIGTERM", value_parser = parse_signal)]
     pub signal: i32,
     /// Signal every process of the task, not only its init process.
@@ -284,22 +285,63 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
     count.checked_mul(multiplier).ok_or_else(invalid)
 }
 
-/// Parses a signal name (`TERM`, `SIGTERM`, any case) or number.
+/// Parses a signal: a name (`TERM`, `SIGTERM`, any case), a real-time signal name (`RTMIN`,
+/// `RTMIN+n`, `RTMAX`, `RTMAX-n`, with or without `SIG`), or a number from 1 to the C
+/// library's `SIGRTMAX` (64 on x86-64 and arm64 Linux).
 pub fn parse_signal(text: &str) -> Result<i32, String> {
+    let max = nix::libc::SIGRTMAX();
     if let Ok(number) = text.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(number)
-            .map(|signal| signal as i32)
-            .map_err(|_| format!("invalid signal number {number}"));
+        if (1..=max).contains(&number) {
+            return Ok(number);
+        }
+        return Err(format!(
+            "invalid signal number {number}: expected a number from 1 to {max}"
+        ));
     }
     let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(offset) = name.strip_prefix("RTMIN") {
+        return parse_real_time(text, nix::libc::SIGRTMIN(), offset, '+');
+    }
+    if let Some(offset) = name.strip_prefix("RTMAX") {
+        return parse_real_time(text, max, offset, '-');
+    }
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
         .map(|signal| signal as i32)
-        .map_err(|_| format!("invalid signal {text:?}: expected a name such as TERM or a number"))
+        .map_err(|_| {
+            format!(
+                "invalid signal {text:?}: expected a name such as TERM, KILL, RTMIN+1 or \
+                 RTMAX-1, or a number from 1 to {max}"
+            )
+        })
+}
+
+/// Parses the part after `RTMIN` or `RTMAX`: nothing, or `sign` and a count, as in
+/// `RTMIN+3`. The result must stay between the C library's `SIGRTMIN` and `SIGRTMAX`.
+fn parse_real_time(text: &str, base: i32, offset: &str, sign: char) -> Result<i32, String> {
+    let (min, max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+    let invalid = || {
+        format!(
+            "invalid signal {text:?}: expected RTMIN, RTMIN+n, RTMAX or RTMAX-n with a result \
+             from {min} to {max}"
+        )
+    };
+    if offset.is_empty() {
+        return Ok(base);
+    }
+    let count: i32 = offset
+        .strip_prefix(sign)
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(invalid)?;
+    let number = if sign == '+' {
+        base.checked_add(count)
+    } else {
+        base.checked_sub(count)
+    };
+    number
+        .filter(|number| (min..=max).contains(number))
+        .ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -322,6 +364,42 @@ mod tests {
         assert_eq!(parse_signal("sigkill"), Ok(9));
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("999").is_err());
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("-9").is_err());
+    }
+
+    #[test]
+    fn signals_accept_real_time_signals() {
+        let (min, max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+        assert_eq!(parse_signal("34"), Ok(34));
+        assert_eq!(parse_signal(&max.to_string()), Ok(max));
+        assert_eq!(parse_signal("RTMIN"), Ok(min));
+        assert_eq!(parse_signal("SIGRTMIN+1"), Ok(min + 1));
+        assert_eq!(parse_signal("rtmin+2"), Ok(min + 2));
+        assert_eq!(parse_signal("RTMAX"), Ok(max));
+        assert_eq!(parse_signal("SIGRTMAX-3"), Ok(max - 3));
+        assert_eq!(parse_signal(&format!("RTMIN+{}", max - min)), Ok(max));
+    }
+
+    #[test]
+    fn signals_reject_out_of_range() {
+        let (min, max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+        let too_high = parse_signal(&(max + 1).to_string());
+        assert_eq!(
+            too_high,
+            Err(format!(
+                "invalid signal number {}: expected a number from 1 to {max}",
+                max + 1
+            ))
+        );
+        assert!(parse_signal(&format!("RTMIN+{}", max - min + 1)).is_err());
+        assert!(parse_signal(&format!("RTMAX-{}", max - min + 1)).is_err());
+        assert!(parse_signal("RTMIN-1").is_err());
+        assert!(parse_signal("RTMAX+1").is_err());
+        assert!(parse_signal("RTMIN+").is_err());
+        assert!(parse_signal("RTMINX").is_err());
+        let unknown = parse_signal("NOPE").expect_err("unknown name");
+        assert!(unknown.contains(&format!("1 to {max}")), "{unknown}");
     }
 
     #[test]
