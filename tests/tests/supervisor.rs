@@ -420,6 +420,7 @@ async fn stop_with_containers_kills_tasks_and_shims() {
     let socket = supervisor.socket().display().to_string();
     client.shutdown(Duration::from_secs(5)).await;
     let shims_before = shims_of(&socket);
+    let run_dir = supervisor.run_dir().to_owned();
 
     supervisor
         .stop(Duration::from_secs(5), Containers::Stop)
@@ -430,6 +431,9 @@ async fn stop_with_containers_kills_tasks_and_shims() {
     assert_eq!(shims_before.len(), 1, "one shim ran: {shims_before:?}");
     assert!(shims_after.is_empty(), "shims left: {shims_after:?}");
     assert!(!is_running(task_pid), "the container's process was killed");
+    for name in ["containerd.sock", "containerd.sock.ttrpc", "debug.sock"] {
+        assert!(!run_dir.join(name).exists(), "{name} left behind");
+    }
 }
 
 /// Lists the live processes whose command line is a containerd shim of `socket`.

@@ -172,7 +172,12 @@ impl V1Metrics {
                 max_usage_bytes: memory_usage.max,
                 cache_bytes: memory.cache,
                 rss_bytes: memory.rss,
-                swap_usage_bytes: memory.swap.unwrap_or_default().usage,
+                // cgroup v1 counts memory and swap together in `memory.memsw.usage_in_bytes`.
+                swap_usage_bytes: memory
+                    .swap
+                    .unwrap_or_default()
+                    .usage
+                    .saturating_sub(memory_usage.usage),
                 oom_kills: self.memory_oom_control.unwrap_or_default().oom_kill,
             },
             pids: PidsStats {
@@ -377,7 +382,11 @@ mod tests {
                     usage: 5 << 20,
                     max: 6 << 20,
                 }),
-                swap: None,
+                swap: Some(V1MemoryEntry {
+                    limit: 64 << 20,
+                    usage: 7 << 20,
+                    max: 8 << 20,
+                }),
             }),
             blkio: Some(V1BlkIo {
                 io_service_bytes_recursive: vec![
@@ -414,6 +423,7 @@ mod tests {
         assert_eq!(stats.cpu.system_ns, 4);
         assert_eq!(stats.memory.limit_bytes, 32 << 20);
         assert_eq!(stats.memory.oom_kills, 1);
+        assert_eq!(stats.memory.swap_usage_bytes, 2 << 20);
         assert_eq!(stats.block_io.len(), 1);
         assert_eq!(stats.block_io[0].read_bytes, 512);
         assert_eq!(stats.block_io[0].write_bytes, 1024);

@@ -30,6 +30,17 @@ pub enum ContainerdOutput {
     File(PathBuf),
 }
 
+impl ContainerdOutput {
+    /// Returns where the log goes, in words for an error message, such as
+    /// "its log in /var/log/containerd.log".
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tracing => "its log in the `containerd` tracing target".to_owned(),
+            Self::File(path) => format!("its log in {}", path.display()),
+        }
+    }
+}
+
 /// The delays between restarts of a containerd that keeps dying.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RestartBackoff {

@@ -17,6 +17,17 @@ pub enum SupervisorError {
         binary: PathBuf,
     },
 
+    /// A folder or socket path of the configuration cannot work; nothing was made.
+    #[error("invalid {field} {}: {reason}", path.display())]
+    InvalidPath {
+        /// The configuration field, such as "run folder".
+        field: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The rule it breaks, and what to do instead.
+        reason: String,
+    },
+
     /// A file system operation failed.
     #[error("failed to {action} {path}")]
     Io {
@@ -40,7 +51,7 @@ pub enum SupervisorError {
     },
 
     /// containerd exited before it served.
-    #[error("containerd (pid {pid}) exited with {status} before serving on {socket}; see its log")]
+    #[error("containerd (pid {pid}) exited with {status} before serving on {socket}; see {log}")]
     ExitedEarly {
         /// containerd's pid.
         pid: u32,
@@ -48,11 +59,13 @@ pub enum SupervisorError {
         status: ExitStatus,
         /// The socket it was to serve on.
         socket: PathBuf,
+        /// Where containerd's log went, as [`crate::ContainerdOutput::describe`] words it.
+        log: String,
     },
 
     /// containerd did not pass a health check within the start-up timeout.
     #[error(
-        "containerd (pid {pid}) did not serve on {socket} within {timeout_ms}ms; see its log or raise the start timeout"
+        "containerd (pid {pid}) did not serve on {socket} within {timeout_ms}ms; see {log} or raise the start timeout"
     )]
     StartTimedOut {
         /// containerd's pid.
@@ -61,6 +74,8 @@ pub enum SupervisorError {
         socket: PathBuf,
         /// The start-up timeout.
         timeout_ms: u128,
+        /// Where containerd's log went, as [`crate::ContainerdOutput::describe`] words it.
+        log: String,
     },
 
     /// The pidfile names our containerd, which does not serve, and the hang policy forbids

@@ -31,6 +31,7 @@ pub(crate) enum Origin {
 
 /// Creates containerd's folders and writes its config file.
 pub(crate) fn prepare(config: &SupervisorConfig) -> Result<(), SupervisorError> {
+    check_paths(config)?;
     for folder in [&config.run_dir, &config.root, &config.state] {
         DirBuilder::new()
             .recursive(true)
@@ -44,6 +45,47 @@ pub(crate) fn prepare(config: &SupervisorConfig) -> Result<(), SupervisorError> 
         .to_toml()
         .map_err(|error| SupervisorError::io("render", &path, std::io::Error::other(error)))?;
     fs::write(&path, text).map_err(|error| SupervisorError::io("write", &path, error))
+}
+
+/// The maximum length of a socket path containerd accepts, in bytes; it rejects longer ones,
+/// because BSD systems allow no more.
+const MAX_SOCKET_PATH: usize = 104;
+
+/// Checks the folders and sockets before anything is made. containerd runs in the run folder,
+/// where relative paths would not resolve, and rejects a socket path longer than
+/// [`MAX_SOCKET_PATH`].
+fn check_paths(config: &SupervisorConfig) -> Result<(), SupervisorError> {
+    let folders = [
+        ("run folder", &config.run_dir),
+        ("root folder", &config.root),
+        ("state folder", &config.state),
+    ];
+    for (field, folder) in folders {
+        if !folder.is_absolute() {
+            return Err(SupervisorError::InvalidPath {
+                field,
+                path: folder.clone(),
+                reason: "must be an absolute path".to_owned(),
+            });
+        }
+    }
+    for socket in [
+        config.socket(),
+        config.ttrpc_socket(),
+        config.debug_socket(),
+    ] {
+        let length = socket.as_os_str().len();
+        if length > MAX_SOCKET_PATH {
+            return Err(SupervisorError::InvalidPath {
+                field: "socket path",
+                path: socket,
+                reason: format!(
+                    "is {length} bytes, more than containerd's limit of {MAX_SOCKET_PATH}; choose a shorter run folder"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Returns the containerd binary: `config.containerd` when it names a path, else the first
@@ -181,13 +223,19 @@ async fn start(
                 pid,
                 socket,
                 timeout_ms: config.start_timeout.as_millis(),
+                log: config.output.describe(),
             });
         }
         let check_timeout = remaining.min(config.health_timeout);
         tokio::select! {
             status = process.exited() => {
                 return Err(match status {
-                    Some(status) => SupervisorError::ExitedEarly { pid, status, socket },
+                    Some(status) => SupervisorError::ExitedEarly {
+                        pid,
+                        status,
+                        socket,
+                        log: config.output.describe(),
+                    },
                     None => SupervisorError::Process {
                         action: "wait for",
                         pid,
@@ -202,5 +250,46 @@ async fn start(
             }
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_run_folder_rejected() {
+        let config = SupervisorConfig::new("/tmp/keel-root", "relative/run");
+        let error = prepare(&config).expect_err("relative run folder");
+        assert!(
+            matches!(
+                error,
+                SupervisorError::InvalidPath {
+                    field: "run folder",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(!Path::new("relative").exists(), "a folder was made");
+    }
+
+    #[test]
+    fn long_socket_path_rejected() {
+        let run_dir = format!("/tmp/{}", "r".repeat(MAX_SOCKET_PATH));
+        let config = SupervisorConfig::new("/tmp/keel-root", &run_dir);
+        let error = prepare(&config).expect_err("long socket path");
+        assert!(
+            matches!(
+                error,
+                SupervisorError::InvalidPath {
+                    field: "socket path",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("104"), "{error}");
+        assert!(!Path::new(&run_dir).exists(), "a folder was made");
     }
 }

@@ -9,6 +9,7 @@
 //! handle is dropped, which leaves containerd running.
 
 use std::future::Future;
+use std::os::unix::fs::FileTypeExt as _;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -229,8 +230,8 @@ impl Monitor {
         }
     }
 
-    /// Stops containerd with SIGTERM, then SIGKILL after `grace`, removes the pidfile, and
-    /// stops the containers when asked.
+    /// Stops containerd with SIGTERM, then SIGKILL after `grace`, removes the pidfile and the
+    /// sockets it left, and stops the containers when asked.
     async fn stop(&mut self, grace: Duration, containers: Containers) {
         let mut stopped_pid = None;
         if let Some(mut process) = self.process.take() {
@@ -252,6 +253,7 @@ impl Monitor {
                 let _ = tokio::time::timeout(KILL_TIMEOUT, process.exited()).await;
             }
             pidfile::remove_if(&self.config.pidfile(), pid);
+            remove_sockets(&self.config);
         }
         if containers == Containers::Stop {
             let config = Arc::clone(&self.config);
@@ -262,5 +264,24 @@ impl Monitor {
         }
         self.publisher
             .publish(SupervisorEvent::Stopped { pid: stopped_pid });
+    }
+}
+
+/// Removes the sockets a stopped containerd left in the run folder. A containerd that starts
+/// later makes them again, and shims left running reconnect to the new ones.
+fn remove_sockets(config: &SupervisorConfig) {
+    for socket in [
+        config.socket(),
+        config.ttrpc_socket(),
+        config.debug_socket(),
+    ] {
+        let is_socket = std::fs::symlink_metadata(&socket)
+            .is_ok_and(|metadata| metadata.file_type().is_socket());
+        if !is_socket {
+            continue;
+        }
+        if let Err(error) = std::fs::remove_file(&socket) {
+            tracing::warn!(socket = %socket.display(), %error, "failed to remove socket");
+        }
     }
 }

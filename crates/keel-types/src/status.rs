@@ -87,7 +87,7 @@ pub struct MemoryStats {
     pub cache_bytes: u64,
     /// Anonymous memory (v1 `rss`, v2 `anon`).
     pub rss_bytes: u64,
-    /// Swap in use.
+    /// Swap in use (on cgroup v1, `memory.memsw` usage minus memory usage).
     pub swap_usage_bytes: u64,
     /// Processes the out-of-memory killer killed in this cgroup.
     pub oom_kills: u64,
