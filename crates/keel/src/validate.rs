@@ -190,6 +190,21 @@ fn check_process_fields(process: &Process, field: &'static str) -> Result<(), Er
             ));
         }
     }
+    let user = process.user();
+    let (uid_field, gid_field) = if is_exec {
+        ("process.user.uid", "process.user.gid")
+    } else {
+        ("spec.process.user.uid", "spec.process.user.gid")
+    };
+    for (id_field, id) in [(uid_field, user.uid()), (gid_field, user.gid())] {
+        if i32::try_from(id).is_err() {
+            return Err(invalid(
+                id_field,
+                id.to_string(),
+                "must be at most 2147483647, the largest id runc accepts",
+            ));
+        }
+    }
     if !process.cwd().is_absolute() {
         let cwd_field = if is_exec {
             "process.cwd"
@@ -260,6 +275,19 @@ mod tests {
         let spec = SpecBuilder::new("/").args(["true"]).env("", "c").build();
         let error = check_spec(&spec).expect_err("empty key");
         assert!(error.to_string().contains("spec.process.env"), "{error}");
+    }
+
+    #[test]
+    fn uid_beyond_runc_range_rejected() {
+        let spec = SpecBuilder::new("/")
+            .args(["true"])
+            .user(u32::MAX, 0)
+            .build();
+        let error = check_spec(&spec).expect_err("uid too large");
+        assert!(
+            error.to_string().contains("spec.process.user.uid"),
+            "{error}"
+        );
     }
 
     #[test]
