@@ -3,7 +3,7 @@
 //! containerd's own output too.
 //!
 //! Everything lives in a fresh folder under `/tmp`, which the demo removes at the end, also
-//! after a failure or Ctrl-C.
+//! after a failure or Ctrl-C, and in a cgroup that runc removes with the task.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,7 +99,7 @@ async fn run_container(folder: &Path, supervisor: &Supervisor) -> anyhow::Result
     );
 
     let step = Instant::now();
-    let spec = SpecBuilder::new(rootfs)
+    let mut spec = SpecBuilder::new(rootfs)
         .args([
             "sh",
             "-c",
@@ -107,6 +107,12 @@ async fn run_container(folder: &Path, supervisor: &Supervisor) -> anyhow::Result
         ])
         .hostname("keel-demo")
         .build();
+    // A cgroup of its own at the top: runc removes it with the task, while the default
+    // `/keel-demo/demo` would leave the empty `keel-demo` cgroup behind.
+    if let Some(linux) = spec.linux_mut() {
+        let cgroup = format!("/keel-demo-{}", std::process::id());
+        linux.set_cgroups_path(Some(cgroup.into()));
+    }
     let container = client.create_container("demo", spec).await?;
     println!("{:>8.1} ms  created container demo", ms(step.elapsed()));
 
