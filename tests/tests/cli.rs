@@ -876,3 +876,117 @@ async fn kill_sends_real_time_signal() {
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_without_task_name_themselves() {
+    let harness = CliHarness::start().await;
+    // `run` without --rm deletes the task after the exit and keeps the container.
+    let ran = harness.run_container(&[], "idle", &["true"]).await;
+    assert_eq!(ran.status.code(), Some(0), "run failed: {ran:?}");
+    let checkpoint_dir = harness.containerd.dir().join("no-task-image");
+    let checkpoint_arg = checkpoint_dir.to_string_lossy().into_owned();
+    let cases: [(&str, Vec<&str>); 8] = [
+        ("stats", vec!["stats", "idle"]),
+        ("top", vec!["top", "idle"]),
+        ("kill", vec!["kill", "idle"]),
+        ("pause", vec!["pause", "idle"]),
+        ("resume", vec!["resume", "idle"]),
+        ("stop", vec!["stop", "idle"]),
+        ("checkpoint", vec!["checkpoint", "idle", &checkpoint_arg]),
+        ("exec", vec!["exec", "idle", "--", "true"]),
+    ];
+
+    for (command, args) in cases {
+        let output = harness.run(&args, None).await;
+        let message = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{command}: {message}");
+        assert_eq!(message.lines().count(), 1, "{command}, one line: {message}");
+        assert!(
+            message.starts_with(&format!("keel: {command} failed for container idle")),
+            "{command} names itself: {message}"
+        );
+        assert!(message.contains("has no task"), "{command}: {message}");
+        assert!(message.contains("keel rm idle"), "{command}: {message}");
+        assert!(
+            message.contains("keel restore idle"),
+            "{command}: {message}"
+        );
+        assert!(
+            !message.contains("create one first"),
+            "{command}: {message}"
+        );
+    }
+    harness.run(&["rm", "idle"], None).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_errors_suggest_fitting_step() {
+    let harness = CliHarness::start().await;
+    let started = harness
+        .run_container(&["-d"], "busy", &["sleep", "1000"])
+        .await;
+    assert!(started.status.success(), "run -d failed: {started:?}");
+    let mut first = harness.command(&[
+        "exec",
+        "--exec-id",
+        "twice",
+        "busy",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; sleep 1000",
+    ]);
+    first
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut first = first.spawn().expect("spawn keel exec");
+    let stdout = first.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("read stdout");
+    assert_eq!(ready.as_deref(), Some("ready"));
+
+    let duplicate = harness
+        .run(&["exec", "--exec-id", "twice", "busy", "--", "true"], None)
+        .await;
+    first.kill().await.expect("stop the first keel exec");
+    let ended = harness.run_container(&["-d"], "ended", &["true"]).await;
+    assert!(ended.status.success(), "run -d failed: {ended:?}");
+    let mut stopped = Vec::new();
+    for _ in 0..100 {
+        stopped = harness.ps().await;
+        let row = stopped.iter().find(|row| row["id"] == "ended");
+        if row.is_some_and(|row| row["status"] != "running" && row["status"] != "created") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let into_stopped = harness.run(&["exec", "ended", "--", "true"], None).await;
+
+    let message = text(&duplicate.stderr);
+    assert_eq!(
+        duplicate.status.code(),
+        Some(4),
+        "already exists: {message}"
+    );
+    assert!(
+        message.contains("--exec-id"),
+        "suggests another id: {message}"
+    );
+    assert!(!message.contains("keel rm -f"), "{message}");
+    let message = text(&into_stopped.stderr);
+    assert_eq!(
+        into_stopped.status.code(),
+        Some(5),
+        "{message}; ps: {stopped:?}"
+    );
+    assert!(message.contains("has stopped"), "{message}");
+    assert!(message.contains("keel rm ended"), "{message}");
+    assert!(!message.contains("keel stop"), "{message}");
+    harness.run(&["rm", "-f", "busy", "ended"], None).await;
+    harness.stop().await;
+}

@@ -17,6 +17,29 @@ pub enum CliError {
         source: keel::Error,
     },
 
+    /// A keel call failed, with a next step that fits the command better than the error kind's.
+    #[error("{source}{}; {hint}", containerd_message(source))]
+    KeelWithHint {
+        /// The failed call's error.
+        source: keel::Error,
+        /// The next step for the user.
+        hint: String,
+    },
+
+    /// The container has no task, which the command needs. No command creates a task for an
+    /// existing container except `keel restore`.
+    #[error(
+        "{command} failed for container {container_id}: the container has no task; remove it with \
+         `keel rm {container_id}` and create it again with `keel run`, or start its task from a \
+         checkpoint with `keel restore {container_id} DIR`"
+    )]
+    NoTask {
+        /// The command's name, such as "stats".
+        command: &'static str,
+        /// The container.
+        container_id: String,
+    },
+
     /// keel's own containerd could not be started or adopted.
     #[error("{}", supervisor_message(source))]
     Supervisor {
@@ -52,6 +75,13 @@ impl CliError {
         }
     }
 
+    pub(crate) fn with_hint(source: keel::Error, hint: impl Into<String>) -> Self {
+        Self::KeelWithHint {
+            source,
+            hint: hint.into(),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
@@ -68,7 +98,10 @@ impl CliError {
     /// `docs/cli.md`.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Keel { source } => exit_code_of(source.kind()),
+            Self::Keel { source } | Self::KeelWithHint { source, .. } => {
+                exit_code_of(source.kind())
+            }
+            Self::NoTask { .. } => exit_code_of(ErrorKind::NotFound),
             Self::Supervisor { .. } => exit_code_of(ErrorKind::Unavailable),
             Self::Usage { .. } => exit_code_of(ErrorKind::InvalidArgument),
             Self::Io { .. } => exit_code_of(ErrorKind::Internal),
@@ -98,14 +131,25 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
 fn detail(error: &keel::Error) -> String {
     match error {
         keel::Error::Rejected { .. } => String::new(),
+        keel::Error::Containerd { .. } => {
+            format!("{}; {}", containerd_message(error), hint(error.kind()))
+        }
         keel::Error::Io { source, .. } => format!(
             ": {source}; check that the folder can be written, or choose another one (keel's \
              own folders with --state-dir)"
         ),
-        keel::Error::Containerd { source, .. } if !source.message().is_empty() => {
-            format!(" ({}); {}", source.message(), hint(error.kind()))
-        }
         _ => format!("; {}", hint(error.kind())),
+    }
+}
+
+/// Returns containerd's own message in parentheses, with a leading space, when containerd
+/// rejected the request with one; otherwise nothing.
+fn containerd_message(error: &keel::Error) -> String {
+    match error {
+        keel::Error::Containerd { source, .. } if !source.message().is_empty() => {
+            format!(" ({})", source.message())
+        }
+        _ => String::new(),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use keel::{Container, ErrorKind, ProcessStatus, StdioRequest};
 
 use crate::cli::{CheckpointArgs, GlobalOptions, RestoreArgs};
+use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
 use crate::output::write_stdout;
@@ -16,7 +17,11 @@ pub async fn checkpoint(global: &GlobalOptions, args: CheckpointArgs) -> Result<
     let session = connect(global, IgnoreEvents).await?;
     let work = async {
         let container = session.client.load_container(&args.id).await?;
-        container.task().await?.checkpoint(&dir, args.exit).await
+        let task = load_task(&container, "checkpoint").await?;
+        match task.checkpoint(&dir, args.exit).await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(task_error(&container, error).await),
+        }
     };
     let result = with_spinner("checkpointing", work).await;
     session.close().await;

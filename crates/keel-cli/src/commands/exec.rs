@@ -6,6 +6,7 @@ use oci_spec::runtime::{Process, ProcessBuilder, UserBuilder};
 use crate::attach::attach_and_wait;
 use crate::cli::{ExecArgs, GlobalOptions};
 use crate::commands::exit_byte;
+use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
 
@@ -32,14 +33,26 @@ async fn run_exec(
     process: Process,
 ) -> Result<u8, CliError> {
     let container = client.load_container(&args.id).await?;
-    let task = container.task().await?;
+    let task = load_task(&container, "exec").await?;
     let stdio = StdioRequest {
         stdin: args.interactive,
         output: true,
         terminal: args.tty,
     };
-    let mut exec = task.exec(exec_id, process, stdio).await?;
-    exec.start().await?;
+    let mut exec = match task.exec(exec_id, process, stdio).await {
+        Ok(exec) => exec,
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+            let hint = format!(
+                "the container has an exec with id {exec_id} already; choose another id with \
+                 --exec-id, or leave it out for keel to choose one"
+            );
+            return Err(CliError::with_hint(error, hint));
+        }
+        Err(error) => return Err(task_error(&container, error).await),
+    };
+    if let Err(error) = exec.start().await {
+        return Err(task_error(&container, error).await);
+    }
     let status = attach_and_wait(&mut exec, args.tty, args.interactive).await?;
     if let Err(error) = exec.delete().await {
         // The exec is gone with its task when the shim died after its exit was reported.

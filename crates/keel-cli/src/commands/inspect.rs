@@ -4,6 +4,7 @@ use keel::ProcessStatus;
 use serde_json::json;
 
 use crate::cli::{Format, GlobalOptions};
+use crate::commands::task::load_task;
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
 use crate::output::{Table, print_json, rfc3339};
@@ -60,7 +61,8 @@ pub async fn stats(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
     let session = connect(global, IgnoreEvents).await?;
     let result = async {
         let container = session.client.load_container(id).await?;
-        container.task().await?.stats().await
+        let task = load_task(&container, "stats").await?;
+        Ok::<_, CliError>(task.stats().await?)
     }
     .await;
     session.close().await;
@@ -99,7 +101,8 @@ pub async fn top(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
     let session = connect(global, IgnoreEvents).await?;
     let result = async {
         let container = session.client.load_container(id).await?;
-        container.task().await?.processes().await
+        let task = load_task(&container, "top").await?;
+        Ok::<_, CliError>(task.processes().await?)
     }
     .await;
     session.close().await;

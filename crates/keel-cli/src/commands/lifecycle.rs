@@ -5,6 +5,7 @@ use std::time::Duration;
 use keel::{Client, ErrorKind, ProcessStatus, Task};
 
 use crate::cli::{GlobalOptions, KillArgs, RmArgs, StopArgs};
+use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
 use crate::output::write_stdout;
@@ -18,7 +19,7 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Sends a signal to a container's task.
 pub async fn kill(global: &GlobalOptions, args: KillArgs) -> Result<(), CliError> {
     let signal = args.signal.unsigned_abs();
-    with_task(global, &args.id, |task| async move {
+    with_task(global, &args.id, "kill", |task| async move {
         task.kill(signal, args.all).await
     })
     .await
@@ -26,19 +27,31 @@ pub async fn kill(global: &GlobalOptions, args: KillArgs) -> Result<(), CliError
 
 /// Freezes a container's task.
 pub async fn pause(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
-    with_task(global, id, |task| async move { task.pause().await }).await
+    with_task(
+        global,
+        id,
+        "pause",
+        |task| async move { task.pause().await },
+    )
+    .await
 }
 
 /// Thaws a container's task.
 pub async fn resume(global: &GlobalOptions, id: &str) -> Result<(), CliError> {
-    with_task(global, id, |task| async move { task.resume().await }).await
+    with_task(
+        global,
+        id,
+        "resume",
+        |task| async move { task.resume().await },
+    )
+    .await
 }
 
 /// Sends SIGTERM, waits up to the timeout for the exit, then sends SIGKILL and waits again.
 /// The stopped task stays until `keel rm`, so `keel ps` shows its exit code.
 pub async fn stop(global: &GlobalOptions, args: StopArgs) -> Result<(), CliError> {
     let grace = Duration::from_secs(args.timeout_secs);
-    with_task(global, &args.id, |task| async move {
+    with_task(global, &args.id, "stop", |task| async move {
         stop_task(&task, grace).await
     })
     .await?;
@@ -113,7 +126,13 @@ async fn remove(client: &Client, id: &str, force: bool) -> Result<(), keel::Erro
 }
 
 /// Connects, loads the container's task, runs `action` on it, and closes the session.
-async fn with_task<F, Fut>(global: &GlobalOptions, id: &str, action: F) -> Result<(), CliError>
+/// `command` names the command in errors.
+async fn with_task<F, Fut>(
+    global: &GlobalOptions,
+    id: &str,
+    command: &'static str,
+    action: F,
+) -> Result<(), CliError>
 where
     F: FnOnce(Task) -> Fut,
     Fut: Future<Output = Result<(), keel::Error>>,
@@ -121,12 +140,15 @@ where
     let session = connect(global, IgnoreEvents).await?;
     let result = async {
         let container = session.client.load_container(id).await?;
-        let task = container.task().await?;
-        action(task).await
+        let task = load_task(&container, command).await?;
+        match action(task).await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(task_error(&container, error).await),
+        }
     }
     .await;
     session.close().await;
-    Ok(result?)
+    result
 }
 
 fn ignore_not_found(result: Result<(), keel::Error>) -> Result<(), keel::Error> {

@@ -8,6 +8,7 @@ mod exec;
 mod inspect;
 mod lifecycle;
 mod run;
+mod task;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
