@@ -166,11 +166,13 @@ fn supervisor_message(error: &SupervisorError) -> String {
             path.display()
         ),
         SupervisorError::Spawn { binary, source } => format!(
-            "failed to start {}: {source}; install containerd, or name its binary with KEEL_CONTAINERD",
+            "failed to start {}: {source}; install containerd, or name its binary with \
+             KEEL_CONTAINERD",
             binary.display()
         ),
         SupervisorError::BinaryNotFound { binary } => format!(
-            "containerd binary {} not found: install containerd, or name its binary with KEEL_CONTAINERD",
+            "containerd binary {} not found: install containerd, or name its binary with \
+             KEEL_CONTAINERD",
             binary.display()
         ),
         SupervisorError::AdoptedNotServing {
