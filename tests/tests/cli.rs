@@ -629,6 +629,7 @@ async fn checkpoint_then_restore_runs_again() {
     let after = harness.ps().await;
     let restored = harness.run(&["restore", "counter", &image_arg], None).await;
     let after_restore = harness.ps().await;
+    let while_running = harness.run(&["restore", "counter", &image_arg], None).await;
 
     assert!(
         checkpointed.status.success(),
@@ -655,6 +656,9 @@ async fn checkpoint_then_restore_runs_again() {
     assert!(restored_pid > 0);
     assert_eq!(after_restore[0]["status"], "running");
     assert_eq!(after_restore[0]["pid"], restored_pid);
+    let message = text(&while_running.stderr);
+    assert_eq!(while_running.status.code(), Some(4), "{message}");
+    assert!(message.contains("keel stop counter"), "{message}");
     harness.run(&["rm", "-f", "counter"], None).await;
     harness.stop().await;
 }
@@ -988,5 +992,63 @@ async fn exec_errors_suggest_fitting_step() {
     assert!(message.contains("keel rm ended"), "{message}");
     assert!(!message.contains("keel stop"), "{message}");
     harness.run(&["rm", "-f", "busy", "ended"], None).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_of_stop_ps_and_rm() {
+    let harness = CliHarness::start().await;
+    for id in ["first", "second"] {
+        let started = harness.run_container(&["-d"], id, &["sleep", "1000"]).await;
+        assert!(started.status.success(), "run -d {id} failed: {started:?}");
+    }
+
+    let stopped = harness
+        .run(&["stop", "-t", "1", "--format", "json", "first"], None)
+        .await;
+    let rows = harness.ps().await;
+    let removed = harness
+        .run(
+            &["rm", "-f", "--format", "json", "first", "missing", "second"],
+            None,
+        )
+        .await;
+
+    assert!(stopped.status.success(), "stop failed: {stopped:?}");
+    let stop_record: serde_json::Value =
+        serde_json::from_slice(&stopped.stdout).expect("stop output is JSON");
+    assert_eq!(stop_record, serde_json::json!({ "id": "first" }));
+    let first = rows
+        .iter()
+        .find(|row| row["id"] == "first")
+        .expect("first row");
+    assert_eq!(first["status"], "stopped (exit 137)");
+    assert_eq!(first["exit_code"], 137);
+    let exited_at = first["exited_at"].as_str().unwrap_or_default();
+    // An RFC 3339 time in UTC with milliseconds, such as 2026-01-02T03:04:05.678Z.
+    assert_eq!(exited_at.len(), 24, "exited_at: {first}");
+    assert_eq!(exited_at.get(10..11), Some("T"), "exited_at: {first}");
+    assert!(exited_at.ends_with('Z'), "exited_at: {first}");
+    assert!(!exited_at.starts_with("1970"), "exited_at: {first}");
+    let second = rows
+        .iter()
+        .find(|row| row["id"] == "second")
+        .expect("second row");
+    assert_eq!(second["status"], "running");
+    assert!(second["exit_code"].is_null(), "{second}");
+    assert!(second["exited_at"].is_null(), "{second}");
+    assert_eq!(
+        removed.status.code(),
+        Some(3),
+        "missing is not found: {removed:?}"
+    );
+    let removed_records: serde_json::Value =
+        serde_json::from_slice(&removed.stdout).expect("rm output is JSON");
+    assert_eq!(
+        removed_records,
+        serde_json::json!([{ "id": "first" }, { "id": "second" }])
+    );
+    assert!(text(&removed.stderr).contains("missing"), "{removed:?}");
+    assert!(harness.ps().await.is_empty());
     harness.stop().await;
 }

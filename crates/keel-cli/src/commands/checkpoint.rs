@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use keel::{Container, ErrorKind, ProcessStatus, StdioRequest};
+use serde_json::json;
 
-use crate::cli::{CheckpointArgs, GlobalOptions, RestoreArgs};
+use crate::cli::{CheckpointArgs, Format, GlobalOptions, RestoreArgs};
 use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
-use crate::output::write_stdout;
+use crate::output::{print_json, write_stdout};
 use crate::spinner::with_spinner;
 
 /// Checkpoints a running container's task into a folder.
@@ -26,7 +27,10 @@ pub async fn checkpoint(global: &GlobalOptions, args: CheckpointArgs) -> Result<
     let result = with_spinner("checkpointing", work).await;
     session.close().await;
     result?;
-    write_stdout(&format!("{}\n", dir.display()))
+    match global.format {
+        Format::Json => print_json(&json!({ "id": args.id, "dir": dir })),
+        Format::Table => write_stdout(&format!("{}\n", dir.display())),
+    }
 }
 
 /// Starts a container's task from a checkpoint folder, detached, and prints its pid.
@@ -36,12 +40,25 @@ pub async fn restore(global: &GlobalOptions, args: RestoreArgs) -> Result<(), Cl
     let work = async {
         let container = session.client.load_container(&args.id).await?;
         delete_stopped_task(&container).await?;
-        container.restore_task(&dir, StdioRequest::default()).await
+        match container.restore_task(&dir, StdioRequest::default()).await {
+            Ok(task) => Ok(task),
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+                let hint = format!(
+                    "its task is running: stop it with `keel stop {}`, then restore again",
+                    args.id
+                );
+                Err(CliError::with_hint(error, hint))
+            }
+            Err(error) => Err(error.into()),
+        }
     };
     let result = with_spinner("restoring", work).await;
     session.close().await;
     let task = result?;
-    write_stdout(&format!("{}\n", task.pid()))
+    match global.format {
+        Format::Json => print_json(&json!({ "id": args.id, "pid": task.pid() })),
+        Format::Table => write_stdout(&format!("{}\n", task.pid())),
+    }
 }
 
 /// Deletes the container's task if it has stopped, such as after `keel checkpoint --exit`, so

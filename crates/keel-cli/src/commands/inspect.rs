@@ -1,5 +1,7 @@
 //! `keel ps`, `keel stats` and `keel top`: what containers and their tasks are doing.
 
+use std::time::SystemTime;
+
 use keel::ProcessStatus;
 use serde_json::json;
 
@@ -21,10 +23,16 @@ pub async fn ps(global: &GlobalOptions) -> Result<(), CliError> {
             Some(task) => (Some(task.pid), status_text(&task.status)),
             None => (None, "no task".to_owned()),
         };
+        let exit = container.task.as_ref().and_then(|task| match task.status {
+            ProcessStatus::Stopped(exit) => Some(exit),
+            _ => None,
+        });
         let record = json!({
             "id": container.id,
             "pid": pid,
             "status": status,
+            "exit_code": exit.map(|exit| exit.code),
+            "exited_at": exit.and_then(|exit| known_time(exit.exited_at)).map(rfc3339),
             "runtime": container.runtime,
             "image": container.image,
             "labels": container.labels,
@@ -42,6 +50,12 @@ pub async fn ps(global: &GlobalOptions) -> Result<(), CliError> {
         );
     }
     table.print(global.format)
+}
+
+/// Returns `time`, or `None` for a time at or before the Unix epoch, such as Go's zero time
+/// (year 1), which a time field that containerd never set converts to.
+fn known_time(time: SystemTime) -> Option<SystemTime> {
+    (time > SystemTime::UNIX_EPOCH).then_some(time)
 }
 
 /// Names a process status as ctr does, with the exit code of a stopped process.

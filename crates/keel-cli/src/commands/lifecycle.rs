@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use keel::{Client, ErrorKind, ProcessStatus, Task};
+use serde_json::json;
 
-use crate::cli::{GlobalOptions, KillArgs, RmArgs, StopArgs};
+use crate::cli::{Format, GlobalOptions, KillArgs, RmArgs, StopArgs};
 use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
-use crate::output::write_stdout;
+use crate::output::{print_json, write_stdout};
 
 /// How long `keel rm -f` may take per container.
 const FORCE_DELETE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +56,10 @@ pub async fn stop(global: &GlobalOptions, args: StopArgs) -> Result<(), CliError
         stop_task(&task, grace).await
     })
     .await?;
-    write_stdout(&format!("{}\n", args.id))
+    match global.format {
+        Format::Json => print_json(&json!({ "id": args.id })),
+        Format::Table => write_stdout(&format!("{}\n", args.id)),
+    }
 }
 
 async fn stop_task(task: &Task, grace: Duration) -> Result<(), keel::Error> {
@@ -79,12 +83,16 @@ async fn stop_task(task: &Task, grace: Duration) -> Result<(), keel::Error> {
 }
 
 /// Removes containers: a stopped task is deleted first; a running one only with `--force`.
-/// Every id is tried; the first error is returned after the others were attempted.
+/// Every id is tried; the first error is returned after the others were attempted. Each
+/// removed id is printed as it goes, or with `--format json`, one array of `{"id": ...}`
+/// objects at the end.
 pub async fn rm(global: &GlobalOptions, args: RmArgs) -> Result<(), CliError> {
     let session = connect(global, IgnoreEvents).await?;
+    let mut removed = Vec::new();
     let mut first_error = None;
     for id in &args.ids {
         match remove(&session.client, id, args.force).await {
+            Ok(()) if global.format == Format::Json => removed.push(json!({ "id": id })),
             Ok(()) => write_stdout(&format!("{id}\n"))?,
             Err(error) => {
                 if first_error.is_some() {
@@ -96,6 +104,9 @@ pub async fn rm(global: &GlobalOptions, args: RmArgs) -> Result<(), CliError> {
         }
     }
     session.close().await;
+    if global.format == Format::Json {
+        print_json(&removed)?;
+    }
     match first_error {
         Some(error) => Err(error.into()),
         None => Ok(()),
