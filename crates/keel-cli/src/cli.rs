@@ -94,7 +94,7 @@ pub enum Command {
     Rm(RmArgs),
     /// Checkpoint a running container into a folder.
     Checkpoint(CheckpointArgs),
-    /// Start a container's task from a checkpoint folder.
+    /// Start a container's task from a checkpoint folder, deleting its stopped task first.
     Restore(RestoreArgs),
     /// Run keel's own containerd in the foreground until interrupted.
     Containerd(ContainerdArgs),
@@ -226,7 +226,8 @@ pub struct CheckpointArgs {
 /// Arguments of `keel restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The container id; the container must exist and have no task.
+    /// The container id. The container must exist; a stopped task of it is deleted first, and
+    /// a running one is rejected.
     pub id: String,
     /// The checkpoint folder.
     pub dir: PathBuf,
