@@ -1,6 +1,7 @@
-//! The `keel` binary against a real containerd: output and exit codes, piped stdin, kill and
-//! rm, ps and events of containers another client made, JSON output, a pseudo-terminal
-//! session, exit codes after a shim dies, and keel's own supervised containerd.
+//! The `keel` binary against a real containerd: output and exit codes, piped stdin, kill
+//! (real-time signals too) and rm, ps and events of containers another client made, JSON
+//! output, a pseudo-terminal session, exit codes after a shim dies, the errors of commands on
+//! a container without a task, and keel's own supervised containerd.
 //!
 //! The binary is built once per test run with `cargo build -p keel-cli` into the target folder
 //! of this test binary, because cargo hands `CARGO_BIN_EXE_*` only to tests of the binary's
