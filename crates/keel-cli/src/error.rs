@@ -102,6 +102,9 @@ impl CliError {
                 exit_code_of(source.kind())
             }
             Self::NoTask { .. } => exit_code_of(ErrorKind::NotFound),
+            Self::Supervisor {
+                source: SupervisorError::InvalidPath { .. },
+            } => exit_code_of(ErrorKind::InvalidArgument),
             Self::Supervisor { .. } => exit_code_of(ErrorKind::Unavailable),
             Self::Usage { .. } => exit_code_of(ErrorKind::InvalidArgument),
             Self::Io { .. } => exit_code_of(ErrorKind::Internal),
@@ -190,6 +193,19 @@ fn supervisor_message(error: &SupervisorError) -> String {
             pid,
             source,
         } => format!("failed to {action} containerd (pid {pid}): {source}"),
+        SupervisorError::StartTimedOut {
+            pid,
+            socket,
+            timeout_ms,
+            log,
+        } => format!(
+            "containerd (pid {pid}) did not serve on {} within {timeout_ms}ms; see {log}, then \
+             try again",
+            socket.display()
+        ),
+        SupervisorError::InvalidPath { .. } => {
+            format!("{error} (keel's run folder is DIR/run for --state-dir DIR)")
+        }
         other => other.to_string(),
     }
 }
@@ -276,6 +292,18 @@ mod tests {
         assert!(text.contains("Not a directory"), "{text}");
         assert!(text.contains("--state-dir"), "{text}");
         assert_eq!(error.exit_code(), 6);
+    }
+
+    #[test]
+    fn supervisor_invalid_path_is_invalid_argument() {
+        let error = CliError::from(SupervisorError::InvalidPath {
+            field: "socket path",
+            path: PathBuf::from("/tmp/long/run/containerd.sock"),
+            reason: "is 129 bytes, more than containerd's limit of 104".to_owned(),
+        });
+        let text = error.to_string();
+        assert!(text.contains("--state-dir"), "{text}");
+        assert_eq!(error.exit_code(), 2);
     }
 
     #[test]
