@@ -628,6 +628,11 @@ async fn checkpoint_then_restore_runs_again() {
         .run(&["checkpoint", "counter", &image_arg, "--exit"], None)
         .await;
     let after = harness.ps().await;
+    let empty = harness.containerd.dir().join("empty");
+    std::fs::create_dir_all(&empty).expect("create empty folder");
+    let empty_arg = empty.to_string_lossy().into_owned();
+    let rejected = harness.run(&["restore", "counter", &empty_arg], None).await;
+    let after_rejected = harness.ps().await;
     let restored = harness.run(&["restore", "counter", &image_arg], None).await;
     let after_restore = harness.ps().await;
     let while_running = harness.run(&["restore", "counter", &image_arg], None).await;
@@ -645,6 +650,10 @@ async fn checkpoint_then_restore_runs_again() {
             .is_some_and(|status| status.starts_with("stopped")),
         "ps after checkpoint: {after:?}"
     );
+    let message = text(&rejected.stderr);
+    assert_eq!(rejected.status.code(), Some(2), "{message}");
+    assert!(message.contains("checkpoint folder"), "{message}");
+    assert_eq!(after_rejected[0]["status"], after[0]["status"]);
     assert!(
         restored.status.success(),
         "restore failed: {}",

@@ -337,9 +337,7 @@ pub fn check_checkpoint_dir(dir: &Path) -> Result<(), Error> {
     }
     for file in CHECKPOINT_FILES {
         if !dir.join(file).is_file() {
-            return Err(invalid(format!(
-                "has no {file}; pass a folder that Task::checkpoint wrote"
-            )));
+            return Err(invalid(format!("has no {file}, so it holds no checkpoint")));
         }
     }
     Ok(())

@@ -36,6 +36,11 @@ pub async fn checkpoint(global: &GlobalOptions, args: CheckpointArgs) -> Result<
 /// Starts a container's task from a checkpoint folder, detached, and prints its pid.
 pub async fn restore(global: &GlobalOptions, args: RestoreArgs) -> Result<(), CliError> {
     let dir = absolute(&args.dir)?;
+    // Checked before the stopped task is deleted, so a wrong folder leaves the container as is.
+    if let Err(error) = keel::check_checkpoint_dir(&dir) {
+        let hint = "pass the folder `keel checkpoint` printed";
+        return Err(CliError::with_hint(error, hint));
+    }
     let session = connect(global, IgnoreEvents).await?;
     let work = async {
         let container = session.client.load_container(&args.id).await?;
