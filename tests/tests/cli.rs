@@ -980,6 +980,16 @@ async fn exec_errors_suggest_fitting_step() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let into_stopped = harness.run(&["exec", "ended", "--", "true"], None).await;
+    let missing_args = [
+        "exec",
+        "--exec-id",
+        "nobin",
+        "busy",
+        "--",
+        "/no/such/binary",
+    ];
+    let missing_first = harness.run(&missing_args, None).await;
+    let missing_again = harness.run(&missing_args, None).await;
 
     let message = text(&duplicate.stderr);
     assert_eq!(
@@ -1001,6 +1011,13 @@ async fn exec_errors_suggest_fitting_step() {
     assert!(message.contains("has stopped"), "{message}");
     assert!(message.contains("keel rm ended"), "{message}");
     assert!(!message.contains("keel stop"), "{message}");
+    assert!(!missing_first.status.success(), "{missing_first:?}");
+    assert_eq!(
+        missing_again.status.code(),
+        missing_first.status.code(),
+        "the failed exec's id is free again: {}",
+        text(&missing_again.stderr)
+    );
     harness.run(&["rm", "-f", "busy", "ended"], None).await;
     harness.stop().await;
 }
