@@ -26,6 +26,19 @@ pub struct GoClient {
     rootfs: PathBuf,
 }
 
+/// Returns Go's build cache: next to the benchmark's binary in cargo's target folder, so it
+/// outlives a run and stays out of shared folders, or inside `work_dir` when that is unknown.
+fn go_cache(work_dir: &Path) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|binary| {
+            binary
+                .parent()
+                .map(|folder| folder.join("keel-bench-go-cache"))
+        })
+        .unwrap_or_else(|| work_dir.join("go-cache"))
+}
+
 /// Builds the Go program into `work_dir` in GOPATH mode, offline.
 ///
 /// # Errors
@@ -55,7 +68,7 @@ pub fn build(work_dir: &Path) -> anyhow::Result<PathBuf> {
         .env("GO111MODULE", "off")
         .env("GOFLAGS", "")
         .env("GOPATH", format!("{}:{DEBIAN_GOPATH}", gopath.display()))
-        .env("GOCACHE", std::env::temp_dir().join("keel-bench-go-cache"))
+        .env("GOCACHE", go_cache(work_dir))
         .output()
         .context("cannot run `go build`; install golang-go")?;
     anyhow::ensure!(
