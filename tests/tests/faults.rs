@@ -20,7 +20,8 @@ use keel::{
     ExitStatus, ProcessId, StdioRequest, SyntheticReason, Task,
 };
 use keel_testkit::{
-    PrivateContainerd, fifo_count, is_stale_task_bundle, loses_exits_across_restart,
+    PrivateContainerd, fifo_count, is_process_alive, is_stale_task_bundle,
+    loses_exits_across_restart,
 };
 use keel_tests::Recorder;
 
@@ -650,6 +651,55 @@ async fn shim_killed_during_exec_reports_container_exited() {
     let _ = task.delete().await;
     container.delete().await.expect("delete container");
     assert_eq!(fixture.settled_exits("execs").await.len(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_an_exit_fail_precondition() {
+    let fixture = Fixture::start().await;
+    for round in 0..3 {
+        let id = format!("gone-{round}");
+        let (container, task) = fixture.run(&id, "sleep 1000").await;
+        // The process dies outside keel, so a request sent at once may reach containerd
+        // before keel has seen the exit event.
+        fixture
+            .containerd
+            .kill_task_process(task.pid())
+            .expect("kill init");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_process_alive(task.pid()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+
+        let paused = task.pause().await.expect_err("pause of an exited task");
+        assert_eq!(paused.kind(), ErrorKind::FailedPrecondition, "{paused}");
+        let image = fixture.containerd.dir().join(format!("image-{round}"));
+        let checkpointed = task
+            .checkpoint(&image, false)
+            .await
+            .expect_err("checkpoint of an exited task");
+        assert_eq!(
+            checkpointed.kind(),
+            ErrorKind::FailedPrecondition,
+            "{checkpointed}"
+        );
+        let limits = SpecBuilder::new("/")
+            .memory_limit(64 << 20)
+            .build()
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().clone())
+            .expect("resources");
+        let updated = task
+            .update(limits)
+            .await
+            .expect_err("update of an exited task");
+        assert_eq!(updated.kind(), ErrorKind::FailedPrecondition, "{updated}");
+
+        task.wait().await.expect("wait");
+        task.delete().await.expect("delete task");
+        container.delete().await.expect("delete container");
+    }
     fixture.stop().await;
 }
 

@@ -555,7 +555,9 @@ impl ContainerState {
             container_id: self.container_id.to_string(),
         };
         let mut tasks = self.services.tasks();
-        self.call(Operation::Pause, tasks.pause(request)).await?;
+        if let Err(error) = self.call(Operation::Pause, tasks.pause(request)).await {
+            return Err(self.stopped_task_error(error, Operation::Pause).await);
+        }
         if let Some(task) = self.task.as_mut() {
             task.paused = true;
         }
@@ -619,9 +621,10 @@ impl ContainerState {
             ..UpdateTaskRequest::default()
         };
         let mut tasks = self.services.tasks();
-        self.call(Operation::Update, tasks.update(request))
-            .await
-            .map(drop)
+        match self.call(Operation::Update, tasks.update(request)).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.stopped_task_error(error, Operation::Update).await),
+        }
     }
 
     /// Checkpoints into the caller's folder; containerd's content store is not used, so no
@@ -657,7 +660,24 @@ impl ContainerState {
             .call(Operation::Checkpoint, tasks.checkpoint(request))
             .await;
         remove_work_dir(&self.container_id, &work_dir, result.is_err());
-        result.map(drop)
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.stopped_task_error(error, Operation::Checkpoint).await),
+        }
+    }
+
+    /// Turns containerd's internal error into failed precondition when the task's init process
+    /// has exited, which keel may not have learned yet when it sent the request.
+    async fn stopped_task_error(&self, error: Error, operation: Operation) -> Error {
+        let stopped = |status: &ProcessStatus| matches!(status, ProcessStatus::Stopped(_));
+        self.precondition_error(
+            error,
+            operation,
+            &ProcessId::Init,
+            stopped,
+            "the task has stopped",
+        )
+        .await
     }
 
     pub(crate) async fn delete_task(&mut self) -> Result<ExitStatus, Error> {

@@ -169,7 +169,7 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns containerd's error.
+    /// Returns failed precondition for a stopped task, or containerd's error.
     pub async fn update(&self, resources: oci_spec::runtime::LinuxResources) -> Result<(), Error> {
         self.ask(Operation::Update, |reply| {
             ContainerMsg::Update(Box::new(resources), reply)
@@ -213,7 +213,8 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns invalid argument for a relative folder, or containerd's or criu's error.
+    /// Returns invalid argument for a relative folder, failed precondition for a stopped task,
+    /// or containerd's or criu's error.
     pub async fn checkpoint(&self, dir: &Path, exit: bool) -> Result<(), Error> {
         let dir = dir.to_owned();
         self.ask(Operation::Checkpoint, |reply| ContainerMsg::Checkpoint {
