@@ -49,8 +49,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr: warnings by default, keel's steps with `--debug`, containerd's life for
-/// `keel containerd`; `RUST_LOG` overrides all of these.
+/// Logs to stderr: errors by default, keel's steps with `--debug`, containerd's life for
+/// `keel containerd`; `RUST_LOG` overrides all of these. The library's warnings, such as a
+/// reset event stream, are left for `--debug`, because each command reports what they mean
+/// for it in its own words.
 fn init_logging(cli: &Cli) {
     // keel's own crates only: the gRPC and HTTP/2 crates log every frame at debug level.
     let default = if cli.global.debug {
@@ -58,7 +60,7 @@ fn init_logging(cli: &Cli) {
     } else if matches!(cli.command, Command::Containerd(_)) {
         "info"
     } else {
-        "warn"
+        "error"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
