@@ -1,7 +1,7 @@
-//! The `keel` binary against a real containerd: output and exit codes, piped stdin, kill
-//! (real-time signals too) and rm, ps and events of containers another client made, JSON
-//! output, a pseudo-terminal session, exit codes after a shim dies, the errors of commands on
-//! a container without a task, and keel's own supervised containerd.
+//! The `keel` binary against a real containerd. The tests cover output and exit codes, piped
+//! stdin, kill (real-time signals too), rm, and ps and events of containers another client
+//! made. They also cover JSON output, a pseudo-terminal session, exit codes after a shim dies,
+//! the errors of commands on a container without a task, and keel's own supervised containerd.
 //!
 //! The binary is built once per test run with `cargo build -p keel-cli` into the target folder
 //! of this test binary, because cargo hands `CARGO_BIN_EXE_*` only to tests of the binary's
@@ -678,17 +678,10 @@ async fn run_passes_interrupt_to_process() {
     let harness = CliHarness::start().await;
     let rootfs = harness.rootfs.to_string_lossy().into_owned();
     let script = "trap 'exit 42' INT; echo ready; while true; do sleep 0.1; done";
-    let mut command = harness.command(&[
+    let command = harness.command(&[
         "run", "--rm", "--rootfs", &rootfs, "trapper", "--", "sh", "-c", script,
     ]);
-    command.stdin(Stdio::null()).stdout(Stdio::piped());
-    let mut child = command.spawn().expect("spawn keel run");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
-        .await
-        .expect("ready in time")
-        .expect("read stdout");
+    let (mut child, _stdout, ready) = spawn_until_first_line(command).await;
 
     let pid = i32::try_from(child.id().expect("keel pid")).expect("pid fits");
     nix::sys::signal::kill(
@@ -721,6 +714,27 @@ async fn wait_for_shims(harness: &CliHarness, count: usize) -> Vec<u32> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Spawns `command` with stdin closed and stdout piped, and returns the child, its stdout
+/// reader and the first line it printed within [`COMMAND_TIMEOUT`]. Holding the reader keeps
+/// the pipe open for later output.
+async fn spawn_until_first_line(
+    mut command: Command,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    Option<String>,
+) {
+    command.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = command.spawn().expect("spawn keel");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        .await
+        .expect("first line in time")
+        .expect("read stdout");
+    (child, lines, first)
 }
 
 /// Waits for a `keel` child started with piped output and returns its output.
@@ -786,23 +800,14 @@ async fn exec_exits_255_when_shim_dies() {
     let shims = wait_for_shims(&harness, 1).await;
     assert_eq!(shims.len(), 1, "shims: {shims:?}");
     let mut command = harness.command(&["exec", "host", "--", "sh", "-c", "echo ready; sleep 500"]);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn keel exec");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
-        .await
-        .expect("ready in time")
-        .expect("read stdout");
+    command.stderr(Stdio::piped());
+    let (child, _stdout, ready) = spawn_until_first_line(command).await;
     assert_eq!(ready.as_deref(), Some("ready"));
 
     harness.containerd.kill_shim(shims[0]).expect("kill shim");
     let output = finish(child).await;
 
-    // keel reports a synthetic exit code of 255 for an exec whose task vanished.
+    // The dead shim never reports the exec's exit, so keel reports the synthetic code 255.
     assert_eq!(
         output.status.code(),
         Some(255),
@@ -850,17 +855,10 @@ async fn kill_sends_real_time_signal() {
     // The C library's SIGRTMIN, as the CLI resolves RTMIN (34 with glibc).
     let signal = nix::libc::SIGRTMIN() + 1;
     let script = format!("trap 'exit 9' {signal}; echo ready; while true; do sleep 0.1; done");
-    let mut command = harness.command(&[
+    let command = harness.command(&[
         "run", "--rm", "--rootfs", &rootfs, "realtime", "--", "sh", "-c", &script,
     ]);
-    command.stdin(Stdio::null()).stdout(Stdio::piped());
-    let mut child = command.spawn().expect("spawn keel run");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
-        .await
-        .expect("ready in time")
-        .expect("read stdout");
+    let (mut child, _stdout, ready) = spawn_until_first_line(command).await;
 
     let killed = harness
         .run(&["kill", "-s", "SIGRTMIN+1", "realtime"], None)
@@ -951,17 +949,8 @@ async fn exec_errors_suggest_fitting_step() {
         "-c",
         "echo ready; sleep 1000",
     ]);
-    first
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut first = first.spawn().expect("spawn keel exec");
-    let stdout = first.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
-        .await
-        .expect("ready in time")
-        .expect("read stdout");
+    first.stderr(Stdio::piped());
+    let (mut first, _stdout, ready) = spawn_until_first_line(first).await;
     assert_eq!(ready.as_deref(), Some("ready"));
 
     let duplicate = harness
