@@ -601,15 +601,7 @@ async fn shim_killed_reports_one_exit() {
 async fn shim_killed_during_exec_reports_container_exited() {
     let fixture = Fixture::start().await;
     let (container, task) = fixture.run("execs", "sleep 1000").await;
-    let mut exec = task
-        .exec(
-            "sleeper",
-            keel::spec::exec_process(["sleep", "1000"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("add exec");
-    exec.start().await.expect("start exec");
+    let exec = start_sleeping_exec(&task).await;
     let shims = fixture.containerd.shim_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
 
@@ -851,6 +843,19 @@ async fn exit_then_shim_killed_reports_real_code() {
 }
 
 /// Returns the position of the first exit of `process` among `events`.
+/// Adds and starts the exec `sleeper`, which sleeps in `task` until it is killed.
+async fn start_sleeping_exec(task: &Task) -> keel::Process {
+    let process = keel::spec::exec_process(["sleep", "1000"]);
+    let mut exec = task
+        .exec("sleeper", process, StdioRequest::default())
+        .await
+        .unwrap_or_else(|error| panic!("add exec: {error}"));
+    if let Err(error) = exec.start().await {
+        panic!("start exec: {error}");
+    }
+    exec
+}
+
 fn exit_position(events: &[Event], process: &ProcessId) -> Option<usize> {
     events.iter().position(
         |event| matches!(event, Event::Exited { process: exited, .. } if exited == process),
@@ -861,15 +866,7 @@ fn exit_position(events: &[Event], process: &ProcessId) -> Option<usize> {
 async fn exec_exit_precedes_init_exit_after_outage() {
     let mut fixture = Fixture::start().await;
     let (container, task) = fixture.run("pair", "sleep 1000").await;
-    let mut exec = task
-        .exec(
-            "sleeper",
-            keel::spec::exec_process(["sleep", "1000"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("add exec");
-    exec.start().await.expect("start exec");
+    let exec = start_sleeping_exec(&task).await;
 
     // The kernel kills the exec when the init process of its PID namespace dies.
     fixture.containerd.kill().expect("kill containerd");

@@ -25,15 +25,7 @@ pub(crate) fn check_spec(spec: &Spec) -> Result<(), Error> {
             "is missing; set the process to run",
         ));
     };
-    let has_args = process.args().as_ref().is_some_and(|args| !args.is_empty());
-    if !has_args {
-        return Err(invalid(
-            "spec.process.args",
-            "[]",
-            "must name the command to run",
-        ));
-    }
-    check_process_fields(process, "spec.process")?;
+    check_process_fields(process, &SPEC_PROCESS)?;
     let Some(root) = spec.root() else {
         return Err(invalid("spec.root", "", "is missing; set the root folder"));
     };
@@ -146,30 +138,47 @@ fn truncated(value: &str) -> String {
     }
 }
 
-/// Checks an exec process: it needs arguments and an absolute working folder.
+/// Checks an exec process by the rules of [`check_process_fields`].
 pub(crate) fn check_process(process: &Process) -> Result<(), Error> {
-    let has_args = process.args().as_ref().is_some_and(|args| !args.is_empty());
-    if !has_args {
-        return Err(invalid(
-            "process.args",
-            "[]",
-            "must name the command to run",
-        ));
-    }
-    check_process_fields(process, "process")
+    check_process_fields(process, &EXEC_PROCESS)
 }
 
-fn check_process_fields(process: &Process, field: &'static str) -> Result<(), Error> {
-    let is_exec = field == "process";
+/// The names errors give the fields of a process: the spec's own process, or an exec's.
+struct ProcessFields {
+    args: &'static str,
+    env: &'static str,
+    uid: &'static str,
+    gid: &'static str,
+    cwd: &'static str,
+}
+
+const SPEC_PROCESS: ProcessFields = ProcessFields {
+    args: "spec.process.args",
+    env: "spec.process.env",
+    uid: "spec.process.user.uid",
+    gid: "spec.process.user.gid",
+    cwd: "spec.process.cwd",
+};
+
+const EXEC_PROCESS: ProcessFields = ProcessFields {
+    args: "process.args",
+    env: "process.env",
+    uid: "process.user.uid",
+    gid: "process.user.gid",
+    cwd: "process.cwd",
+};
+
+/// Checks that a process has arguments without NUL bytes, `KEY=VALUE` environment entries, a
+/// uid and gid runc accepts, and an absolute working folder.
+fn check_process_fields(process: &Process, fields: &ProcessFields) -> Result<(), Error> {
+    let has_args = process.args().as_ref().is_some_and(|args| !args.is_empty());
+    if !has_args {
+        return Err(invalid(fields.args, "[]", "must name the command to run"));
+    }
     for arg in process.args().iter().flatten() {
         if arg.contains('\0') {
-            let args_field = if is_exec {
-                "process.args"
-            } else {
-                "spec.process.args"
-            };
             return Err(invalid(
-                args_field,
+                fields.args,
                 arg.replace('\0', "\\0"),
                 "must not contain a NUL byte",
             ));
@@ -178,41 +187,26 @@ fn check_process_fields(process: &Process, field: &'static str) -> Result<(), Er
     for entry in process.env().iter().flatten() {
         let key = entry.split_once('=').map(|(key, _)| key);
         if key.is_none_or(str::is_empty) || entry.contains('\0') {
-            let env_field = if is_exec {
-                "process.env"
-            } else {
-                "spec.process.env"
-            };
             return Err(invalid(
-                env_field,
+                fields.env,
                 entry.replace('\0', "\\0"),
                 "must be KEY=VALUE with a non-empty key and no NUL byte",
             ));
         }
     }
     let user = process.user();
-    let (uid_field, gid_field) = if is_exec {
-        ("process.user.uid", "process.user.gid")
-    } else {
-        ("spec.process.user.uid", "spec.process.user.gid")
-    };
-    for (id_field, id) in [(uid_field, user.uid()), (gid_field, user.gid())] {
+    for (field, id) in [(fields.uid, user.uid()), (fields.gid, user.gid())] {
         if i32::try_from(id).is_err() {
             return Err(invalid(
-                id_field,
+                field,
                 id.to_string(),
                 "must be at most 2147483647, the largest id runc accepts",
             ));
         }
     }
     if !process.cwd().is_absolute() {
-        let cwd_field = if is_exec {
-            "process.cwd"
-        } else {
-            "spec.process.cwd"
-        };
         return Err(invalid(
-            cwd_field,
+            fields.cwd,
             process.cwd().display().to_string(),
             "must be an absolute path inside the container",
         ));
