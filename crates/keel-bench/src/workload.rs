@@ -90,21 +90,23 @@ pub async fn keel_lifecycle(client: &Client, id: &str, rootfs: &Path) -> anyhow:
     laps.lap();
     let task = container.start_task(StdioRequest::default()).await?;
     laps.lap();
-    let status = task.wait().await?;
-    laps.lap();
-    task.delete().await?;
-    laps.lap();
-    container.delete().await?;
-    laps.lap();
-    anyhow::ensure!(status.code == 0, "container exited with {}", status.code);
+    finish_timed(container, task, &mut laps).await?;
     Ok(laps.times)
 }
 
 /// Waits for the task's exit, checks it is 0, and deletes the task and the container.
 pub async fn finish(container: Container, task: Task) -> anyhow::Result<()> {
+    finish_timed(container, task, &mut Laps::start()).await
+}
+
+/// Runs [`finish`], ending a step of `laps` after the wait and after each delete.
+async fn finish_timed(container: Container, task: Task, laps: &mut Laps) -> anyhow::Result<()> {
     let status = task.wait().await?;
+    laps.lap();
     task.delete().await?;
+    laps.lap();
     container.delete().await?;
+    laps.lap();
     anyhow::ensure!(status.code == 0, "container exited with {}", status.code);
     Ok(())
 }

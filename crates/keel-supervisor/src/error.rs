@@ -59,7 +59,7 @@ pub enum SupervisorError {
         status: ExitStatus,
         /// The socket it was to serve on.
         socket: PathBuf,
-        /// Where containerd's log went, as [`crate::ContainerdOutput::describe`] words it.
+        /// The place of containerd's log, in the words of [`crate::ContainerdOutput::describe`].
         log: String,
     },
 
@@ -74,7 +74,7 @@ pub enum SupervisorError {
         socket: PathBuf,
         /// The start-up timeout.
         timeout_ms: u128,
-        /// Where containerd's log went, as [`crate::ContainerdOutput::describe`] words it.
+        /// The place of containerd's log, in the words of [`crate::ContainerdOutput::describe`].
         log: String,
     },
 
