@@ -227,14 +227,7 @@ fn hung_containerd_hint(pid: u32) -> String {
 /// Reports whether the process is in the stopped state (`T` in `/proc/<pid>/stat`), as after
 /// SIGSTOP.
 fn is_stopped_by_signal(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses and may contain spaces.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    state == Some("T")
+    keel_supervisor::process_state(pid) == Some('T')
 }
 
 /// Returns the next step for the user after an error of `kind`.

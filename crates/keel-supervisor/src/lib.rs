@@ -32,5 +32,5 @@ pub use error::SupervisorError;
 pub use events::{Listener, SupervisorEvent, SupervisorStatus};
 pub use health::connect_unix_socket;
 pub use monitor::Containers;
-pub use pidfile::is_process_alive;
+pub use pidfile::{is_process_alive, process_state};
 pub use supervisor::Supervisor;

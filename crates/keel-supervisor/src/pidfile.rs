@@ -64,14 +64,16 @@ pub(crate) fn open_if_ours(pid: u32, binary: &Path, config_file: &Path) -> Optio
 /// A zombie counts as dead, because it runs no code and its parent may never reap it. A shim's
 /// parent, for one, is pid 1 or the nearest subreaper, not the process that started containerd.
 pub fn is_process_alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    !matches!(process_state(pid), None | Some('Z' | 'X' | 'x'))
+}
+
+/// Returns the state letter of `pid` from `/proc/<pid>/stat`, such as `R`, `S`, `T` (stopped
+/// by a signal) or `Z`, or `None` when the process is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The state letter follows the command name, which is in parentheses and may contain ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
 }
 
 /// Waits until `pid` is dead (see [`is_process_alive`]), for at most `timeout`. Returns whether
