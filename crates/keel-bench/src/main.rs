@@ -272,6 +272,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let result = run_all(&mut env, &sizes, &cli.only, &cli.lifecycle_clients).await;
+    if result.is_err() {
+        eprintln!(
+            "containerd's log ({}) ends with:\n{}",
+            env.containerd.log_path().display(),
+            env.containerd.log_tail()
+        );
+    }
     env.containerd.stop().await;
     let mut report = result?;
     report.duration = started.elapsed();

@@ -10,7 +10,7 @@ use crate::inprocess::{PipelineResults, TrackedMemory};
 use crate::lifecycle::LifecycleResults;
 use crate::machine::Machine;
 use crate::reconnect::ReconnectResults;
-use crate::stats::{Samples, format_ms};
+use crate::stats::{Samples, format_ms, median_ratio_interval};
 use crate::stdio::StdioRow;
 use crate::throughput::ThroughputRow;
 use crate::workload::STEPS;
@@ -184,14 +184,16 @@ impl Report {
         };
         let keel = lifecycle.keel.median();
         let go = lifecycle.go.as_ref().ok().and_then(Samples::median);
-        let ratio = match (keel, go) {
-            (Some(keel), Some(go)) => Verdict::new(
+        let go_samples = lifecycle.go.as_ref().ok();
+        let ratio = match (keel, go, go_samples) {
+            (Some(keel), Some(go), Some(go_samples)) => Verdict::new(
                 "lifecycle median ≤ 0.97 × Go's, same run",
                 format!(
-                    "{} vs {} (× {:.2})",
+                    "{} vs {} (× {:.3}{})",
                     format_ms(Some(keel)),
                     format_ms(Some(go)),
-                    keel / go
+                    keel / go,
+                    format_interval(median_ratio_interval(&lifecycle.keel, go_samples)),
                 ),
                 Some(keel <= 0.97 * go),
             ),
@@ -305,11 +307,14 @@ impl Report {
         let mut measured = Vec::new();
         for row in &self.stdio {
             let keel = row.keel.median().unwrap_or(0.0);
-            match row.go.as_ref().ok().and_then(Samples::median) {
-                Some(go) => {
+            let go_samples = row.go.as_ref().ok();
+            match go_samples.and_then(Samples::median).zip(go_samples) {
+                Some((go, go_samples)) => {
                     measured.push(format!(
-                        "{} MiB: {keel:.0} vs {go:.0} MiB/s",
-                        row.bytes >> 20
+                        "{} MiB: {keel:.0} vs {go:.0} MiB/s (× {:.3}{})",
+                        row.bytes >> 20,
+                        keel / go,
+                        format_interval(median_ratio_interval(&row.keel, go_samples)),
                     ));
                     if keel < go {
                         met = met.map(|_| false);
@@ -736,6 +741,14 @@ fn ratio(value: Option<f64>, base: Option<f64>) -> String {
     }
 }
 
+/// Formats a bootstrap interval of a ratio as a suffix for the ratio itself.
+fn format_interval(interval: Option<(f64, f64)>) -> String {
+    match interval {
+        Some((low, high)) => format!("; 95% interval {low:.3} to {high:.3}"),
+        None => String::new(),
+    }
+}
+
 fn difference(value: Option<f64>, base: Option<f64>) -> Option<f64> {
     Some(value? - base?)
 }
@@ -763,4 +776,8 @@ oci.WithProcessArgs(..))` and the runc v2 runtime, without an image, as keel doe
 - Go's lifecycle times are taken inside the Go process; `ctr` and `runc` times include starting \
 their process, as a user of those tools pays it.\n\
 - The machine runs containerd, the shims, runc and the clients on the same cores, so a client \
-that uses more CPU also slows containerd down.\n";
+that uses more CPU also slows containerd down.\n\
+- Where a target compares keel with the Go client, the ratio of their medians comes with a 95% \
+interval: both clients' samples are drawn again with replacement 2,000 times, and the interval \
+holds the middle 95% of the resampled ratios. A ratio whose interval crosses the target could \
+have fallen on either side of it in another run of the same build.\n";

@@ -65,6 +65,40 @@ impl Samples {
     }
 }
 
+/// How many resamples [`median_ratio_interval`] draws.
+const RESAMPLES: usize = 2000;
+
+/// The seed of the resampling, fixed so that the same samples always give the same interval.
+const RESAMPLING_SEED: u64 = 0x6b65_656c;
+
+/// Returns the 95% bootstrap interval of `numerator`'s median divided by `denominator`'s:
+/// both sample sets are drawn again with replacement many times, and the interval holds the
+/// middle 95% of the resampled ratios. `None` when either set is empty.
+///
+/// It shows how far the ratio of the two medians could move from run-to-run noise alone, so a
+/// reader can tell a real difference from a lucky run.
+pub fn median_ratio_interval(numerator: &Samples, denominator: &Samples) -> Option<(f64, f64)> {
+    if numerator.is_empty() || denominator.is_empty() {
+        return None;
+    }
+    let mut rng = fastrand::Rng::with_seed(RESAMPLING_SEED);
+    let mut resample = |samples: &Samples| {
+        let values = &samples.values;
+        let drawn = (0..values.len()).map(|_| values[rng.usize(..values.len())]);
+        Samples {
+            values: drawn.collect(),
+        }
+        .median()
+    };
+    let mut ratios = Samples::default();
+    for _ in 0..RESAMPLES {
+        if let (Some(top), Some(bottom)) = (resample(numerator), resample(denominator)) {
+            ratios.push_value(top / bottom);
+        }
+    }
+    Some((ratios.percentile(2.5)?, ratios.percentile(97.5)?))
+}
+
 /// Formats milliseconds with a precision that suits their size.
 pub fn format_ms(value: Option<f64>) -> String {
     match value {
@@ -94,6 +128,29 @@ mod tests {
     fn p95_of_hundred_is_ninety_fifth() {
         let values: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(samples(&values).p95(), Some(95.0));
+    }
+
+    #[test]
+    fn ratio_interval_holds_the_ratio_of_medians() {
+        let top = samples(&[9.0, 10.0, 10.0, 10.0, 11.0]);
+        let bottom = samples(&[19.0, 20.0, 20.0, 20.0, 21.0]);
+        let (low, high) = median_ratio_interval(&top, &bottom).unwrap();
+        assert!(low <= 0.5 && 0.5 <= high, "{low} to {high}");
+        assert!(low >= 9.0 / 21.0 && high <= 11.0 / 19.0, "{low} to {high}");
+    }
+
+    #[test]
+    fn ratio_interval_of_constant_samples_is_a_point() {
+        let interval = median_ratio_interval(&samples(&[3.0; 7]), &samples(&[4.0; 7]));
+        assert_eq!(interval, Some((0.75, 0.75)));
+    }
+
+    #[test]
+    fn ratio_interval_needs_samples_on_both_sides() {
+        assert_eq!(
+            median_ratio_interval(&Samples::default(), &samples(&[1.0])),
+            None
+        );
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl PrivateContainerd {
         &self.layout.log
     }
 
+    /// The last lines of containerd's log, for an error message about a run that failed.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.layout.log)
+    }
+
     /// A folder inside the instance folder for a keel client's state, such as its FIFOs.
     pub fn client_state_dir(&self) -> PathBuf {
         self.layout.client_state.clone()
