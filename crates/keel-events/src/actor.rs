@@ -1,13 +1,14 @@
 //! The event-subscriber actor.
 //!
 //! Lifecycle: `pre_start` spawns the stream task and keeps its handle in the state. Dropping
-//! the state aborts the task, so it ends with the actor even when the actor fails. The task waits
-//! until the connection is up, subscribes, publishes probe events until the first event
-//! arrives on the new stream, then forwards every envelope to the actor. When the stream breaks
-//! it tells the actor, asks the connection actor to check containerd at once, and starts over.
-//! The actor decodes, routes, and calls [`Router::reconcile`] each time a stream is proven live,
-//! and also when the connection comes back while the stream stayed open (a frozen containerd
-//! keeps its streams but may have dropped events meanwhile).
+//! the state aborts the task, so it ends with the actor even when the actor fails; a panic in
+//! the task makes the actor fail, so its supervisor replaces both. The task waits until the
+//! connection is up, subscribes, publishes probe events until the first event arrives on the
+//! new stream, then decodes each envelope and routes it to its container. When the stream
+//! breaks it asks the connection actor to check containerd at once and starts over. It calls
+//! [`Router::reconcile`] each time a stream is proven live, and also when the connection comes
+//! back while the stream stayed open (a frozen containerd keeps its streams but may have
+//! dropped events meanwhile).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,9 @@ use std::time::Duration;
 
 use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
 use containerd_client::types::Envelope;
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt as _, StreamExt};
 use keel_connection::{Backoff, ConnectionMsg, ConnectionState, Services};
 use keel_types::NamespaceEvent;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -34,14 +37,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Messages the event actor handles.
 #[derive(Debug)]
 pub enum EventMsg {
-    /// An envelope from the live stream.
-    Envelope(Envelope),
-    /// A new stream is live: its first event arrived.
-    StreamLive,
-    /// The connection came back after failed health checks while the stream stayed open.
-    Reconnected,
-    /// The stream ended or failed; the task is already subscribing again.
-    StreamEnded(String),
+    /// The stream task panicked; the actor fails, so its supervisor starts a new one with a
+    /// new stream.
+    StreamTaskFailed(String),
     /// Makes the actor fail, so a test can watch its supervisor replace it.
     #[cfg(feature = "fault-injection")]
     InjectFailure,
@@ -97,14 +95,8 @@ impl EventStats {
 #[derive(Debug, Default)]
 pub struct EventActor;
 
-/// The event actor's state.
+/// The event actor's state: the stream task, aborted when the state is dropped.
 pub struct EventSubscriber {
-    router: Arc<dyn Router>,
-    stats: Arc<EventStats>,
-    observers: broadcast::Sender<NamespaceEvent>,
-    /// Set when a stream ended, so the next live stream sends subscribers a gap marker.
-    stream_broke: bool,
-    /// The stream task; dropping the handle aborts it.
     _stream: AbortOnDropHandle<()>,
 }
 
@@ -118,17 +110,24 @@ impl Actor for EventActor {
         myself: ActorRef<EventMsg>,
         args: EventArgs,
     ) -> Result<EventSubscriber, ActorProcessingErr> {
-        let stream = tokio::spawn(run_stream(
-            args.services,
-            args.connection,
-            args.connection_state,
-            myself,
-        ));
-        Ok(EventSubscriber {
+        let routing = Routing {
             router: args.router,
             stats: args.stats,
             observers: args.observers,
-            stream_broke: false,
+        };
+        let stream = run_stream(
+            args.services,
+            args.connection,
+            args.connection_state,
+            routing,
+        );
+        let stream = tokio::spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(stream).catch_unwind().await {
+                let reason = panic_message(panic.as_ref());
+                let _ = myself.cast(EventMsg::StreamTaskFailed(reason));
+            }
+        });
+        Ok(EventSubscriber {
             _stream: AbortOnDropHandle::new(stream),
         })
     }
@@ -137,30 +136,39 @@ impl Actor for EventActor {
         &self,
         _myself: ActorRef<EventMsg>,
         message: EventMsg,
-        subscriber: &mut EventSubscriber,
+        _subscriber: &mut EventSubscriber,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            EventMsg::Envelope(envelope) => subscriber.route(&envelope),
-            EventMsg::StreamLive => subscriber.stream_live(),
+            EventMsg::StreamTaskFailed(reason) => Err(ActorProcessingErr::from(format!(
+                "the event stream task panicked: {reason}"
+            ))),
             #[cfg(feature = "fault-injection")]
-            EventMsg::InjectFailure => {
-                return Err(ActorProcessingErr::from("failure injected on request"));
-            }
-            EventMsg::Reconnected => {
-                tracing::info!("containerd serves again on the open event stream; reconciling");
-                subscriber.observe(NamespaceEvent::Gap);
-                subscriber.router.reconcile();
-            }
-            EventMsg::StreamEnded(error) => {
-                subscriber.stream_broke = true;
-                tracing::warn!(%error, "event stream reset");
-            }
+            EventMsg::InjectFailure => Err(ActorProcessingErr::from("failure injected on request")),
         }
-        Ok(())
     }
 }
 
-impl EventSubscriber {
+/// Returns the text of a panic's payload, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "no message".to_owned()
+    }
+}
+
+/// Where the stream task hands what it reads: the router, the counters and the namespace-wide
+/// subscriptions. The task decodes and routes each envelope itself, so an event reaches its
+/// container actor in one hand-off, in the order containerd sent it.
+struct Routing {
+    router: Arc<dyn Router>,
+    stats: Arc<EventStats>,
+    observers: broadcast::Sender<NamespaceEvent>,
+}
+
+impl Routing {
     fn route(&self, envelope: &Envelope) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         if envelope.topic == PROBE_TOPIC {
@@ -186,7 +194,9 @@ impl EventSubscriber {
         }
     }
 
-    fn stream_live(&mut self) {
+    /// Marks a new stream live and reconciles. `stream_broke` says an earlier stream of this
+    /// task ended, so events may have been missed.
+    fn stream_live(&self, stream_broke: bool) {
         let subscriptions = self.stats.subscriptions.fetch_add(1, Ordering::AcqRel) + 1;
         self.stats.live.notify_waiters();
         if subscriptions > 1 {
@@ -194,9 +204,16 @@ impl EventSubscriber {
         }
         // A replaced actor starts with a new stream: events may have been missed since the
         // old actor's stream, too.
-        if std::mem::take(&mut self.stream_broke) || subscriptions > 1 {
+        if stream_broke || subscriptions > 1 {
             self.observe(NamespaceEvent::Gap);
         }
+        self.router.reconcile();
+    }
+
+    /// Reconciles after the connection came back while the stream stayed open.
+    fn reconnected(&self) {
+        tracing::info!("containerd serves again on the open event stream; reconciling");
+        self.observe(NamespaceEvent::Gap);
         self.router.reconcile();
     }
 
@@ -216,10 +233,11 @@ async fn run_stream(
     services: Services,
     connection: ActorRef<ConnectionMsg>,
     mut connection_state: watch::Receiver<ConnectionState>,
-    myself: ActorRef<EventMsg>,
+    routing: Routing,
 ) {
     let backoff = Backoff::default();
     let mut failed_attempts = 0;
+    let mut stream_broke = false;
     loop {
         if connection_state
             .wait_for(ConnectionState::is_connected)
@@ -229,16 +247,23 @@ async fn run_stream(
             return;
         }
         let mut went_live = false;
-        let result =
-            forward_stream(&services, &myself, &mut connection_state, &mut went_live).await;
+        let result = forward_stream(
+            &services,
+            &routing,
+            &mut connection_state,
+            &mut went_live,
+            stream_broke,
+        )
+        .await;
         let error = match result {
             Ok(()) => "stream closed by containerd".to_owned(),
             Err(status) => status.to_string(),
         };
         let _ = connection.cast(ConnectionMsg::CheckNow);
+        stream_broke = true;
         failed_attempts = if went_live { 0 } else { failed_attempts + 1 };
-        if failed_attempts <= 1 && myself.cast(EventMsg::StreamEnded(error)).is_err() {
-            return;
+        if failed_attempts <= 1 {
+            tracing::warn!(%error, "event stream reset");
         }
         // Give the connection actor time to see the failure before waiting on its state again.
         let delay = match failed_attempts {
@@ -253,9 +278,10 @@ async fn run_stream(
 /// first event.
 async fn forward_stream(
     services: &Services,
-    myself: &ActorRef<EventMsg>,
+    routing: &Routing,
     connection_state: &mut watch::Receiver<ConnectionState>,
     went_live: &mut bool,
+    stream_broke: bool,
 ) -> Result<(), tonic::Status> {
     let namespace = services.namespace();
     let request = SubscribeRequest {
@@ -280,9 +306,7 @@ async fn forward_stream(
 
     // The first envelope, probe or not, came through this subscription, so it is live.
     *went_live = true;
-    if myself.cast(EventMsg::StreamLive).is_err() {
-        return Ok(());
-    }
+    routing.stream_live(stream_broke);
     let mut health_checks_failed = false;
     loop {
         tokio::select! {
@@ -290,9 +314,7 @@ async fn forward_stream(
                 let Some(envelope) = envelope else {
                     return Ok(());
                 };
-                if myself.cast(EventMsg::Envelope(envelope?)).is_err() {
-                    return Ok(());
-                }
+                routing.route(&envelope?);
             }
             changed = connection_state.changed() => {
                 if changed.is_err() {
@@ -301,10 +323,8 @@ async fn forward_stream(
                 let connected = connection_state.borrow_and_update().is_connected();
                 if !connected {
                     health_checks_failed = true;
-                } else if std::mem::take(&mut health_checks_failed)
-                    && myself.cast(EventMsg::Reconnected).is_err()
-                {
-                    return Ok(());
+                } else if std::mem::take(&mut health_checks_failed) {
+                    routing.reconnected();
                 }
             }
         }
