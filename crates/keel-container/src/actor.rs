@@ -78,8 +78,9 @@ pub struct Attached {
 /// the request's result, and the actor itself keeps running whatever the result.
 #[derive(Debug)]
 pub enum ContainerMsg {
-    /// Creates the container record in containerd and the bundle folder.
-    Create(Box<CreateContainer>, Reply<()>),
+    /// Creates the container record in containerd and the bundle folder; replies with the
+    /// actor itself, for the caller's handle.
+    Create(Box<CreateContainer>, Reply<ActorRef<ContainerMsg>>),
     /// Rebuilds the actor's state from an existing container record and task.
     Load(Reply<()>),
     /// Creates the task, fresh or restored from a checkpoint; replies with the caller's stdio
@@ -309,7 +310,7 @@ async fn dispatch(
             if result.is_err() {
                 container.leave(&myself, "create failed");
             }
-            let _ = reply.send(result);
+            let _ = reply.send(result.map(|()| myself.clone()));
         }
         ContainerMsg::Load(reply) => {
             let result = container.load().await;

@@ -16,7 +16,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio_util::task::TaskTracker;
 
 use crate::listing::list_containers;
-use crate::{Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, Registry};
+use crate::{
+    Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, CreateContainer,
+    Registry,
+};
 
 /// Messages the containers supervisor handles.
 #[derive(Debug)]
@@ -25,10 +28,12 @@ pub enum SupervisorMsg {
     /// and reconcile; sent for each container after a failed supervisor is replaced, with the
     /// id of the actor that served it before.
     Adopt(ContainerId, ActorId),
-    /// Spawns the actor of a container that is about to be created; fails with already
-    /// exists when the container is tracked.
-    Spawn(
+    /// Spawns the actor of a new container and hands it the create request, whose reply
+    /// port gets the actor once containerd made the container. Fails with already exists
+    /// when the container is tracked.
+    Create(
         ContainerId,
+        Box<CreateContainer>,
         RpcReplyPort<Result<ActorRef<ContainerMsg>, Error>>,
     ),
     /// Returns the actor of a tracked container, spawning one for a container that exists
@@ -118,8 +123,8 @@ impl Actor for ContainersSupervisor {
                     let _ = actor.cast(ContainerMsg::Reload);
                 }
             }
-            SupervisorMsg::Spawn(container_id, reply) => {
-                let result = match state.args.registry.get(&container_id) {
+            SupervisorMsg::Create(container_id, request, reply) => {
+                let spawned = match state.args.registry.get(&container_id) {
                     Some(_) => Err(Error::Rejected {
                         operation: Operation::CreateContainer,
                         target: Target::Container(container_id),
@@ -128,7 +133,16 @@ impl Actor for ContainersSupervisor {
                     }),
                     None => state.spawn(&myself, container_id).await,
                 };
-                let _ = reply.send(result);
+                // The new actor replies itself, so the caller waits for one reply, not two.
+                // Should it have stopped already, the dropped reply port tells the caller so.
+                match spawned {
+                    Ok(actor) => {
+                        let _ = actor.cast(ContainerMsg::Create(request, reply));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
             SupervisorMsg::Lookup {
                 container_id,

@@ -323,25 +323,17 @@ impl Client {
 
         let containers = self.children()?.containers;
         let target = Target::Container(container_id.clone());
-        let actor = request(
-            &containers,
-            Operation::CreateContainer,
-            &target,
-            self.inner.call_timeout,
-            |reply| SupervisorMsg::Spawn(container_id.clone(), reply),
-        )
-        .await?;
         let create = Box::new(CreateContainer {
             spec,
             runtime,
             labels,
         });
-        request(
-            &actor,
+        let actor = request(
+            &containers,
             Operation::CreateContainer,
             &target,
             self.inner.call_timeout * 2,
-            |reply| keel_container::ContainerMsg::Create(create, reply),
+            |reply| SupervisorMsg::Create(container_id.clone(), create, reply),
         )
         .await?;
         Ok(Container::new(
