@@ -11,7 +11,7 @@ use keel_types::Namespace;
 
 use crate::Env;
 use crate::machine::cpu_time_ms;
-use crate::stats::Samples;
+use crate::stats::{Samples, order_rng};
 use crate::workload::{STEPS, StepTimes, keel_lifecycle, raw_lifecycle, spec, timed};
 
 /// The figures of the lifecycle benchmark.
@@ -86,8 +86,12 @@ const CONTENDERS: [Contender; 5] = [
 ];
 
 /// Runs `warmup` unrecorded rounds and then `rounds` recorded ones. Each round runs every
-/// contender named in `clients` (all when empty) once, starting with a different one each
-/// round.
+/// contender named in `clients` (all when empty) once, in an order shuffled for each round.
+///
+/// A fixed rotation would make each contender follow the same one every round. A lifecycle
+/// can leave work behind in the kernel, such as tearing down the container's network namespace
+/// and cgroups, and that work can slow whoever runs next, so a fixed order could charge it to
+/// one contender.
 pub async fn run(
     env: &Env,
     warmup: usize,
@@ -139,12 +143,14 @@ pub async fn run(
         keel_runs: 0,
         keel_failures: 0,
     };
+    let mut rng = order_rng();
     for round in 0..warmup + rounds {
         let record = round >= warmup;
         let mut keel_cpu = None;
         let mut raw_cpu = None;
-        for offset in 0..CONTENDERS.len() {
-            let contender = CONTENDERS[(round + offset) % CONTENDERS.len()];
+        let mut order = CONTENDERS;
+        rng.shuffle(&mut order);
+        for contender in order {
             if !selected(contender) {
                 continue;
             }

@@ -374,8 +374,9 @@ impl Report {
             out,
             "One container running `/bin/true` in the busybox root folder: create, start, wait \
              for the exit, delete the task and the container. {} rounds after {} warm-up rounds; \
-             each round runs every client once, starting with a different one, so drift on the \
-             machine reaches all of them alike.\n",
+             each round runs every client once, in an order shuffled for each round, so drift \
+             on the machine, and the work in the kernel that one lifecycle leaves for the next, \
+             reach all of them alike.\n",
             lifecycle.rounds, self.sizes.lifecycle_warmup
         );
         let _ = writeln!(
@@ -611,9 +612,9 @@ impl Report {
                  actors went through `keel_events::decode_envelope`, a routing map like \
                  keel's registry, each container actor's mailbox and delivery queue, and a \
                  backend that counts. All of it ran on one current-thread runtime, so on one \
-                 core: **{:.0} events/s**. Decoding alone: {:.0} envelopes/s. No gRPC is involved; \
-                 the real client adds the stream and one message to the event actor per \
-                 envelope.\n",
+                 core: **{:.0} events/s**. Decoding alone: {:.0} envelopes/s. No gRPC is involved: \
+                 in the real client, the event actor's stream task also reads each envelope \
+                 from the gRPC stream before it decodes and routes it.\n",
                 pipeline.events,
                 pipeline.containers,
                 pipeline.pipeline_per_second,
@@ -633,7 +634,8 @@ impl Report {
              64 KiB reads and discards it. Each figure is N divided by the wall time of the \
              whole lifecycle (create to delete), so small sizes include the lifecycle's cost. \
              The plain pipe is busybox `head` on the host writing into a pipe the benchmark reads. \
-             Medians of {} runs, MiB/s. The CPU columns are the client's CPU time per run: \
+             Medians of {} runs, MiB/s; each run of a size runs every reader once, in an order \
+             shuffled for each run. The CPU columns are the client's CPU time per run: \
              the benchmark process's during a keel run, and the Go client's whole process, \
              start included.\n",
             self.sizes.stdio_repetitions

@@ -65,6 +65,15 @@ impl Samples {
     }
 }
 
+/// The seed of the order in which the clients run in each round of a section.
+const ORDER_SEED: u64 = 0x6c69_6665;
+
+/// Returns the generator that shuffles the clients' order in each round of a section. Its seed
+/// is fixed, so every run of the benchmark uses the same orders.
+pub fn order_rng() -> fastrand::Rng {
+    fastrand::Rng::with_seed(ORDER_SEED)
+}
+
 /// How many resamples [`median_ratio_interval`] draws.
 const RESAMPLES: usize = 2000;
 

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::Env;
 use crate::machine::{children_cpu_time_ms, cpu_time_ms};
-use crate::stats::Samples;
+use crate::stats::{Samples, order_rng};
 use crate::workload::spec;
 
 /// The read buffer size of every reader here.
@@ -35,12 +35,25 @@ pub struct StdioRow {
     pub pipe: Samples,
 }
 
-/// Measures `repetitions` runs of each client for each size in `sizes`, interleaved.
+/// The readers each repetition runs once.
+#[derive(Clone, Copy)]
+enum Reader {
+    Keel,
+    Go,
+    Ctr,
+    Pipe,
+}
+
+const READERS: [Reader; 4] = [Reader::Keel, Reader::Go, Reader::Ctr, Reader::Pipe];
+
+/// Measures `repetitions` runs of each reader for each size in `sizes`, in an order shuffled
+/// for each repetition, so that no reader always follows the same one.
 pub async fn run(env: &Env, sizes: &[u64], repetitions: usize) -> anyhow::Result<Vec<StdioRow>> {
     let client = env.connect_keel().await?;
     let go_namespace = env.containerd.new_namespace();
     let ctr_namespace = env.containerd.new_namespace();
     let mut rows = Vec::new();
+    let mut rng = order_rng();
     for &bytes in sizes {
         let mut row = StdioRow {
             bytes,
@@ -57,35 +70,54 @@ pub async fn run(env: &Env, sizes: &[u64], repetitions: usize) -> anyhow::Result
         };
         for repetition in 0..repetitions {
             let id = format!("stdio-{bytes}-{repetition}");
-            let cpu_before = cpu_time_ms()?;
-            let seconds = keel_run(&client, env, &id, bytes).await?;
-            row.keel_cpu.push_value(cpu_time_ms()? - cpu_before);
-            row.keel.push_value(rate(bytes, seconds));
-            if let (Ok(go), Ok(samples)) = (env.go.as_ref(), row.go.as_mut()) {
-                let cpu_before = children_cpu_time_ms()?;
-                let outcome = go.stdio(&go_namespace, &id, bytes).await;
-                row.go_cpu.push_value(children_cpu_time_ms()? - cpu_before);
-                match outcome {
-                    Ok(result) if result.bytes == bytes => {
-                        samples.push_value(rate(bytes, result.seconds))
+            let mut order = READERS;
+            rng.shuffle(&mut order);
+            for reader in order {
+                match reader {
+                    Reader::Keel => {
+                        let cpu_before = cpu_time_ms()?;
+                        let seconds = keel_run(&client, env, &id, bytes).await?;
+                        row.keel_cpu.push_value(cpu_time_ms()? - cpu_before);
+                        row.keel.push_value(rate(bytes, seconds));
                     }
-                    Ok(result) => row.go = Err(format!("read {} of {bytes} bytes", result.bytes)),
-                    Err(error) => row.go = Err(format!("failed: {error:#}")),
+                    Reader::Go => go_run(env, &go_namespace, &id, &mut row).await?,
+                    Reader::Ctr => {
+                        if let Ok(samples) = row.ctr.as_mut() {
+                            match ctr_run(env, &ctr_namespace, &id, bytes).await {
+                                Ok(seconds) => samples.push_value(rate(bytes, seconds)),
+                                Err(error) => row.ctr = Err(format!("failed: {error:#}")),
+                            }
+                        }
+                    }
+                    Reader::Pipe => {
+                        let seconds = pipe_run(bytes).await?;
+                        row.pipe.push_value(rate(bytes, seconds));
+                    }
                 }
             }
-            if let Ok(samples) = row.ctr.as_mut() {
-                match ctr_run(env, &ctr_namespace, &id, bytes).await {
-                    Ok(seconds) => samples.push_value(rate(bytes, seconds)),
-                    Err(error) => row.ctr = Err(format!("failed: {error:#}")),
-                }
-            }
-            let seconds = pipe_run(bytes).await?;
-            row.pipe.push_value(rate(bytes, seconds));
         }
         rows.push(row);
     }
     client.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(rows)
+}
+
+/// Runs the Go client's lifecycle once and adds its rate and CPU time to `row`, or turns its
+/// column into the failure.
+async fn go_run(env: &Env, namespace: &str, id: &str, row: &mut StdioRow) -> anyhow::Result<()> {
+    let (Ok(go), Ok(samples)) = (env.go.as_ref(), row.go.as_mut()) else {
+        return Ok(());
+    };
+    let bytes = row.bytes;
+    let cpu_before = children_cpu_time_ms()?;
+    let outcome = go.stdio(namespace, id, bytes).await;
+    row.go_cpu.push_value(children_cpu_time_ms()? - cpu_before);
+    match outcome {
+        Ok(result) if result.bytes == bytes => samples.push_value(rate(bytes, result.seconds)),
+        Ok(result) => row.go = Err(format!("read {} of {bytes} bytes", result.bytes)),
+        Err(error) => row.go = Err(format!("failed: {error:#}")),
+    }
+    Ok(())
 }
 
 /// Returns MiB per second.
