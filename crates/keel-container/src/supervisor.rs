@@ -133,8 +133,9 @@ impl Actor for ContainersSupervisor {
                     }),
                     None => state.spawn(&myself, container_id).await,
                 };
-                // The new actor replies itself, so the caller waits for one reply, not two.
-                // Should it have stopped already, the dropped reply port tells the caller so.
+                // The new actor sends the reply itself, so the caller waits for one reply, not
+                // two. An actor that stopped already drops the reply port, and the caller's
+                // request then fails as stopped.
                 match spawned {
                     Ok(actor) => {
                         let _ = actor.cast(ContainerMsg::Create(request, reply));

@@ -1,7 +1,7 @@
 //! The event-subscriber actor.
 //!
 //! Lifecycle: `pre_start` spawns the stream task and keeps its handle in the state. Dropping
-//! the state aborts the task, so it ends with the actor even when the actor fails; a panic in
+//! the state aborts the task, so it ends with the actor even when the actor fails. A panic in
 //! the task makes the actor fail, so its supervisor replaces both. The task waits until the
 //! connection is up, subscribes, publishes probe events until the first event arrives on the
 //! new stream, then decodes each envelope and routes it to its container. When the stream
@@ -37,7 +37,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Messages the event actor handles.
 #[derive(Debug)]
 pub enum EventMsg {
-    /// The stream task panicked; the actor fails, so its supervisor starts a new one with a
+    /// The stream task panicked. The actor fails, so its supervisor starts a new one with a
     /// new stream.
     StreamTaskFailed(String),
     /// Makes the actor fail, so a test can watch its supervisor replace it.
@@ -159,9 +159,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Where the stream task hands what it reads: the router, the counters and the namespace-wide
-/// subscriptions. The task decodes and routes each envelope itself, so an event reaches its
-/// container actor in one hand-off, in the order containerd sent it.
+/// The destinations of what the stream task reads: the router, the counters and the
+/// namespace-wide subscriptions. The task decodes and routes each envelope itself, so an event
+/// reaches its container actor in one hand-off, in the order containerd sent it.
 struct Routing {
     router: Arc<dyn Router>,
     stats: Arc<EventStats>,
@@ -194,8 +194,8 @@ impl Routing {
         }
     }
 
-    /// Marks a new stream live and reconciles. `stream_broke` says an earlier stream of this
-    /// task ended, so events may have been missed.
+    /// Marks a new stream live and reconciles. `stream_broke` is set when an earlier stream of
+    /// this task ended, so events may have been missed.
     fn stream_live(&self, stream_broke: bool) {
         let subscriptions = self.stats.subscriptions.fetch_add(1, Ordering::AcqRel) + 1;
         self.stats.live.notify_waiters();
