@@ -607,3 +607,33 @@ async fn deleted_container_handle_returns_not_found() {
     assert_eq!(task.kind(), ErrorKind::NotFound, "{task}");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_of_missing_id_never_blocks_create() {
+    let harness = Harness::start().await;
+    let mut failed = Vec::new();
+    for round in 0..20 {
+        let id = format!("probed-{round}");
+        let client = harness.client.clone();
+        let probed_id = id.clone();
+        // An engine that probes for an id before it creates it.
+        let prober = tokio::spawn(async move {
+            for _ in 0..10 {
+                let _ = client.load_container(&probed_id).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        let created = harness
+            .client
+            .create_container(&id, harness.spec(&["true"]))
+            .await;
+        prober.await.expect("prober");
+        match created {
+            Ok(container) => container.delete().await.expect("delete"),
+            Err(error) => failed.push(format!("{id}: {error}")),
+        }
+    }
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(harness.containerd_containers().is_empty());
+    harness.stop().await;
+}

@@ -746,6 +746,55 @@ async fn frozen_containerd_times_out_then_recovers() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_timed_out_while_frozen_leaves_nothing() {
+    let call_timeout = Duration::from_secs(1);
+    let fixture = Fixture::start_with(|options| options.call_timeout = call_timeout, |r| r).await;
+    let ids: Vec<String> = (0..4).map(|index| format!("frozen-{index}")).collect();
+
+    fixture.containerd.freeze().expect("freeze");
+    let mut creates = Vec::new();
+    for id in &ids {
+        let client = fixture.client.clone();
+        let (id, spec) = (id.clone(), fixture.spec("true"));
+        creates.push(tokio::spawn(async move {
+            client.create_container(&id, spec).await.map(drop)
+        }));
+    }
+    for create in creates {
+        let error = create
+            .await
+            .expect("join")
+            .expect_err("create while frozen");
+        assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    }
+    fixture.containerd.thaw().expect("thaw");
+
+    // Once thawed, containerd may carry out the creates it had received, and keel removes
+    // those records: each id can be created again, and nothing else is left.
+    for id in &ids {
+        let started = Instant::now();
+        let container = loop {
+            match fixture
+                .client
+                .create_container(id, fixture.spec("true"))
+                .await
+            {
+                Ok(container) => break container,
+                Err(error) if started.elapsed() < Duration::from_secs(10) => {
+                    assert_eq!(error.kind(), ErrorKind::AlreadyExists, "{id}: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("{id}: create again: {error}"),
+            }
+        };
+        container.delete().await.expect("delete");
+    }
+    let records = fixture.client.list_containers().await.expect("list");
+    assert!(records.is_empty(), "{records:?}");
+    fixture.stop().await;
+}
+
 /// A backend that blocks for ten seconds on the exit of one container and notes when each
 /// exit arrived.
 #[derive(Clone)]

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::delivery::Delivery;
 use crate::stdio::{ProcessIo, StdioRequest};
-use crate::task::TaskState;
+use crate::task::{TaskState, is_unanswered};
 use crate::{Backend, Registry, RuncOptions, Runtime};
 
 /// The reply port of a request whose result is `T`.
@@ -307,10 +307,17 @@ async fn dispatch(
         }
         ContainerMsg::Create(request, reply) => {
             let result = container.create(*request).await;
-            if result.is_err() {
+            let unanswered = result.as_ref().is_err_and(is_unanswered);
+            if result.is_err() && !unanswered {
                 container.leave(&myself, "create failed");
             }
             let _ = reply.send(result.map(|()| myself.clone()));
+            if unanswered {
+                // containerd may still carry out the create. The id stays registered until the
+                // record is gone, so a retry cannot make a record that this clean-up deletes.
+                container.undo_unconfirmed_create().await;
+                container.leave(&myself, "create failed");
+            }
         }
         ContainerMsg::Load(reply) => {
             let result = container.load().await;

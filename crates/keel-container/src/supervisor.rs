@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keel_connection::Services;
+use containerd_client::services::v1::GetContainerRequest;
+use keel_connection::{Services, call_with_deadline};
 use keel_types::{ContainerId, ContainerSummary, Error, ErrorKind, Operation, Target};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::task::TaskTracker;
@@ -44,6 +45,14 @@ pub enum SupervisorMsg {
         /// Spawns an actor that the caller will load from containerd.
         load: bool,
         /// Where the actor goes; the flag is true when the actor is new and needs loading.
+        reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
+    },
+    /// Spawns the actor of a container that containerd was just found to have, for a
+    /// [`SupervisorMsg::Lookup`] with `load` set; replies as that lookup does.
+    SpawnFound {
+        /// The container.
+        container_id: ContainerId,
+        /// The lookup's reply port.
         reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
     },
     /// Lists every container of the namespace from containerd, tracked or not. The calls run
@@ -129,7 +138,9 @@ impl Actor for ContainersSupervisor {
                         operation: Operation::CreateContainer,
                         target: Target::Container(container_id),
                         kind: ErrorKind::AlreadyExists,
-                        reason: "keel already tracks a container with this id".to_owned(),
+                        reason: "keel already tracks a container with this id, or is still \
+                                 removing what a create of it that timed out left in containerd"
+                            .to_owned(),
                     }),
                     None => state.spawn(&myself, container_id).await,
                 };
@@ -152,16 +163,46 @@ impl Actor for ContainersSupervisor {
             } => {
                 let result = match state.args.registry.get(&container_id) {
                     Some(actor) => Ok((actor, false)),
-                    None if load => state
-                        .spawn(&myself, container_id)
-                        .await
-                        .map(|actor| (actor, true)),
+                    None if load => {
+                        // The id is registered only once containerd is known to have the
+                        // container, so a load of a missing id does not block a create of it.
+                        let services = state.args.services.clone();
+                        let myself = myself.clone();
+                        state.args.tracker.spawn(async move {
+                            match find_container(&services, &container_id).await {
+                                Ok(()) => {
+                                    let found = SupervisorMsg::SpawnFound {
+                                        container_id,
+                                        reply,
+                                    };
+                                    let _ = myself.cast(found);
+                                }
+                                Err(error) => {
+                                    let _ = reply.send(Err(error));
+                                }
+                            }
+                        });
+                        return Ok(());
+                    }
                     None => Err(Error::Rejected {
                         operation: Operation::Status,
                         target: Target::Container(container_id),
                         kind: ErrorKind::NotFound,
                         reason: "no such container; create or load it first".to_owned(),
                     }),
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::SpawnFound {
+                container_id,
+                reply,
+            } => {
+                let result = match state.args.registry.get(&container_id) {
+                    Some(actor) => Ok((actor, false)),
+                    None => state
+                        .spawn(&myself, container_id)
+                        .await
+                        .map(|actor| (actor, true)),
                 };
                 let _ = reply.send(result);
             }
@@ -262,4 +303,25 @@ impl Supervisor {
         // Loading awaits containerd, so it runs in the new actor's mailbox, not here.
         let _ = actor.cast(ContainerMsg::Reload);
     }
+}
+
+/// Checks that containerd has the container `container_id`.
+///
+/// # Errors
+///
+/// Returns not found when containerd has no such container, or containerd's error, or
+/// unavailable or timed out when it does not reply.
+async fn find_container(services: &Services, container_id: &ContainerId) -> Result<(), Error> {
+    let request = GetContainerRequest {
+        id: container_id.to_string(),
+    };
+    let mut containers = services.containers();
+    call_with_deadline(
+        Operation::LoadContainer,
+        &Target::Container(container_id.clone()),
+        services.call_timeout(),
+        containers.get(request),
+    )
+    .await
+    .map(drop)
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::{
@@ -35,6 +35,15 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 /// The file name prefix of the init process's FIFOs.
+/// How long a container actor keeps trying to remove what a create with an unknown outcome left
+/// in containerd, for example while containerd stays down.
+const UNCONFIRMED_CREATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The pause between the two deletes that must both find no record before a create with an
+/// unknown outcome counts as never carried out. containerd may run a create it received before
+/// a freeze after a delete sent later, so one "not found" is not enough.
+const UNCONFIRMED_CREATE_RECHECK: Duration = Duration::from_millis(250);
+
 const INIT_FIFO_PREFIX: &str = "init";
 
 /// SIGKILL's number.
@@ -132,6 +141,63 @@ impl ContainerState {
         .await?;
         self.runc_options = request.runtime.runc;
         Ok(())
+    }
+
+    /// Removes the record of a create whose call timed out or lost its connection. containerd
+    /// may still carry out such a create later, for example once a frozen containerd thaws. The
+    /// caller got an error for the create, so the record must not stay behind.
+    ///
+    /// Deletes the record until containerd confirms it gone twice, retrying with backoff while
+    /// containerd does not reply, for at most [`UNCONFIRMED_CREATE_WINDOW`].
+    pub(crate) async fn undo_unconfirmed_create(&self) {
+        let backoff = keel_connection::Backoff::default();
+        let deadline = Instant::now() + UNCONFIRMED_CREATE_WINDOW;
+        let mut failed_attempts = 0;
+        let mut times_absent = 0;
+        while Instant::now() < deadline {
+            let request = DeleteContainerRequest {
+                id: self.container_id.to_string(),
+            };
+            let mut containers = self.services.containers();
+            let result = self
+                .call(Operation::DeleteContainer, containers.delete(request))
+                .await;
+            let pause = match result {
+                Ok(_) => {
+                    tracing::warn!(
+                        container_id = %self.container_id,
+                        "removed the container record of a create that had failed for the caller"
+                    );
+                    return;
+                }
+                Err(error) if error.kind() == ErrorKind::NotFound => {
+                    times_absent += 1;
+                    if times_absent == 2 {
+                        return;
+                    }
+                    UNCONFIRMED_CREATE_RECHECK
+                }
+                Err(error) if is_unanswered(&error) => {
+                    failed_attempts += 1;
+                    backoff.delay(failed_attempts)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        container_id = %self.container_id,
+                        %error,
+                        "cannot remove the record of a create with an unknown outcome; load the \
+                         container and delete it"
+                    );
+                    return;
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+        tracing::warn!(
+            container_id = %self.container_id,
+            "containerd did not confirm within {UNCONFIRMED_CREATE_WINDOW:?} that a create with \
+             an unknown outcome left no record; load the container and delete it if it exists"
+        );
     }
 
     /// Loads the container record, with its runtime options and spec user, and the task's state.
@@ -866,4 +932,10 @@ fn spec_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
         .as_ref()
         .map(|process| (process.user().uid(), process.user().gid()))
         .unwrap_or((0, 0))
+}
+
+/// Reports whether `error` leaves a call's outcome unknown: containerd did not reply in time,
+/// or the connection failed, so the request may still have been carried out.
+pub(crate) fn is_unanswered(error: &Error) -> bool {
+    matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::Unavailable)
 }

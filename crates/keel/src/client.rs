@@ -358,7 +358,7 @@ impl Client {
     /// # Errors
     ///
     /// Returns invalid argument for a bad id and not found when containerd has no such
-    /// container.
+    /// container. Such a load reserves nothing, so a create of the same id may run meanwhile.
     pub async fn load_container(&self, id: &str) -> Result<Container, Error> {
         self.lookup(id, true).await
     }
