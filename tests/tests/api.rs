@@ -637,3 +637,78 @@ async fn load_of_missing_id_never_blocks_create() {
     assert!(harness.containerd_containers().is_empty());
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_id_one_wins() {
+    let harness = Harness::start().await;
+    for round in 0..3 {
+        let id = format!("contested-{round}");
+        let mut creates = Vec::new();
+        for _ in 0..16 {
+            let client = harness.client.clone();
+            let (id, spec) = (id.clone(), harness.spec(&["sleep", "100"]));
+            creates.push(tokio::spawn(async move {
+                client.create_container(&id, spec).await
+            }));
+        }
+        let mut winners = Vec::new();
+        for create in creates {
+            match create.await.expect("join") {
+                Ok(container) => winners.push(container),
+                Err(error) => assert_eq!(error.kind(), ErrorKind::AlreadyExists, "{error}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(harness.containerd_containers(), vec![id.clone()]);
+        winners.remove(0).delete().await.expect("delete");
+        assert!(harness.containerd_containers().is_empty());
+        assert!(!harness.bundle_dir(&id).exists());
+        let lookup = harness.client.container(&id).await.expect_err("untracked");
+        assert_eq!(lookup.kind(), ErrorKind::NotFound, "{lookup}");
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_limit_holds_under_concurrent_creates() {
+    let harness = Harness::start().await;
+    let mut options =
+        keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
+            .state_dir(&harness.state_dir);
+    options.limits.max_containers = 3;
+    let client = keel::Client::connect_with(options, keel_tests::Recorder::default())
+        .await
+        .expect("connect");
+    let mut creates = Vec::new();
+    for index in 0..12 {
+        let client = client.clone();
+        let spec = harness.spec(&["true"]);
+        creates.push(tokio::spawn(async move {
+            client
+                .create_container(&format!("limited-{index}"), spec)
+                .await
+        }));
+    }
+    let mut created = Vec::new();
+    for create in creates {
+        match create.await.expect("join") {
+            Ok(container) => created.push(container),
+            Err(error) => assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}"),
+        }
+    }
+    assert_eq!(created.len(), 3);
+    assert_eq!(harness.containerd_containers().len(), 3);
+
+    // A delete frees a place.
+    created.remove(0).delete().await.expect("delete");
+    let again = client
+        .create_container("limited-again", harness.spec(&["true"]))
+        .await
+        .expect("create after a delete freed a place");
+    again.delete().await.expect("delete");
+    for container in created {
+        container.delete().await.expect("delete");
+    }
+    client.shutdown(Duration::from_secs(5)).await;
+    harness.stop().await;
+}
