@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::delivery::Delivery;
 use crate::stdio::{ProcessIo, StdioRequest};
 use crate::task::{TaskState, is_unanswered};
-use crate::{Backend, Registry, RuncOptions, Runtime};
+use crate::{Backend, Registry, RuncOptions, Runtime, SupervisorMsg};
 
 /// The reply port of a request whose result is `T`.
 pub type Reply<T> = RpcReplyPort<Result<T, Error>>;
@@ -307,17 +307,13 @@ async fn dispatch(
         }
         ContainerMsg::Create(request, reply) => {
             let result = container.create(*request).await;
-            let unanswered = result.as_ref().is_err_and(is_unanswered);
-            if result.is_err() && !unanswered {
+            if let Err(error) = &result {
+                if is_unanswered(error) {
+                    container.hand_over_unconfirmed_create(&myself);
+                }
                 container.leave(&myself, "create failed");
             }
             let _ = reply.send(result.map(|()| myself.clone()));
-            if unanswered {
-                // containerd may still carry out the create. The id stays registered until the
-                // record is gone, so a retry cannot make a record that this clean-up deletes.
-                container.undo_unconfirmed_create().await;
-                container.leave(&myself, "create failed");
-            }
         }
         ContainerMsg::Load(reply) => {
             let result = container.load().await;
@@ -421,6 +417,20 @@ impl ContainerState {
     /// Removes the actor from the registry and stops it. The removal happens before the
     /// reply goes out, so a create with the same id right after the reply is not rejected
     /// as already tracked.
+    /// Asks the containers supervisor to remove the record that containerd may still make for
+    /// this actor's failed create. The id is marked first, so a create or load of it that the
+    /// supervisor handles after this actor left waits until the record is gone.
+    fn hand_over_unconfirmed_create(&self, myself: &ActorRef<ContainerMsg>) {
+        let Some(supervisor) = myself.try_get_supervisor() else {
+            return;
+        };
+        self.registry.mark_undoing(self.container_id.clone());
+        let undo = SupervisorMsg::UndoCreate(self.container_id.clone());
+        if supervisor.send_message(undo).is_err() {
+            self.registry.clear_undoing(&self.container_id);
+        }
+    }
+
     fn leave(&self, myself: &ActorRef<ContainerMsg>, reason: &str) {
         self.registry.remove_if_same(&self.container_id, myself);
         myself.stop(Some(reason.to_owned()));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use keel_events::Router;
 use keel_types::{ContainerEvent, ContainerId};
 use ractor::{ActorId, ActorRef};
@@ -20,9 +20,28 @@ pub struct Registry {
     successors: DashMap<ActorId, ActorRef<ContainerMsg>>,
     /// Wakes the callers of [`Registry::wait_for_successor`] when a successor is recorded.
     replaced: Notify,
+    /// Ids whose create had an unknown outcome and whose record is being removed; creates and
+    /// loads of them wait until it is gone.
+    undoing: DashSet<ContainerId>,
 }
 
 impl Registry {
+    /// Marks `container_id` as having a record that a failed create may have left.
+    pub(crate) fn mark_undoing(&self, container_id: ContainerId) {
+        self.undoing.insert(container_id);
+    }
+
+    /// Returns true while the record a failed create of `container_id` may have left is
+    /// being removed.
+    pub(crate) fn is_undoing(&self, container_id: &ContainerId) -> bool {
+        self.undoing.contains(container_id)
+    }
+
+    /// Ends [`Registry::mark_undoing`] for `container_id`.
+    pub(crate) fn clear_undoing(&self, container_id: &ContainerId) {
+        self.undoing.remove(container_id);
+    }
+
     /// Returns the actor of `container_id`.
     pub fn get(&self, container_id: &ContainerId) -> Option<ActorRef<ContainerMsg>> {
         self.containers

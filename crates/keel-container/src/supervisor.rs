@@ -17,6 +17,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio_util::task::TaskTracker;
 
 use crate::listing::list_containers;
+use crate::task::undo_unconfirmed_create;
 use crate::{
     Backend, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, CreateContainer,
     Registry,
@@ -48,13 +49,20 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
     },
     /// Spawns the actor of a container that containerd was just found to have, for a
-    /// [`SupervisorMsg::Lookup`] with `load` set; replies as that lookup does.
+    /// [`SupervisorMsg::Lookup`] with `load` set. Replies as that lookup does.
     SpawnFound {
         /// The container.
         container_id: ContainerId,
         /// The lookup's reply port.
         reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
     },
+    /// Removes the record that containerd may still make for a create whose call timed out or
+    /// lost its connection. The container actor of that create sends it as it leaves. Creates
+    /// and loads of the id wait until the record is gone.
+    UndoCreate(ContainerId),
+    /// The removal that [`SupervisorMsg::UndoCreate`] started is over, so the creates and
+    /// loads that waited for it run now.
+    UndoFinished(ContainerId),
     /// Lists every container of the namespace from containerd, tracked or not. The calls run
     /// on their own task, so a slow containerd never holds up the supervisor's other messages.
     List(RpcReplyPort<Result<Vec<ContainerSummary>, Error>>),
@@ -91,6 +99,8 @@ pub struct Supervisor {
     children: HashMap<ActorId, ContainerId>,
     /// Set once the container limit was hit and logged, so the log shows it once.
     limit_logged: bool,
+    /// The creates and loads that wait for [`SupervisorMsg::UndoFinished`] of their id.
+    waiting: HashMap<ContainerId, Vec<SupervisorMsg>>,
 }
 
 impl Actor for ContainersSupervisor {
@@ -107,6 +117,7 @@ impl Actor for ContainersSupervisor {
             args,
             children: HashMap::new(),
             limit_logged: false,
+            waiting: HashMap::new(),
         })
     }
 
@@ -116,6 +127,9 @@ impl Actor for ContainersSupervisor {
         message: SupervisorMsg,
         state: &mut Supervisor,
     ) -> Result<(), ActorProcessingErr> {
+        let Some(message) = state.defer_while_undoing(message) else {
+            return Ok(());
+        };
         match message {
             #[cfg(feature = "fault-injection")]
             SupervisorMsg::InjectFailure => {
@@ -138,9 +152,7 @@ impl Actor for ContainersSupervisor {
                         operation: Operation::CreateContainer,
                         target: Target::Container(container_id),
                         kind: ErrorKind::AlreadyExists,
-                        reason: "keel already tracks a container with this id, or is still \
-                                 removing what a create of it that timed out left in containerd"
-                            .to_owned(),
+                        reason: "keel already tracks a container with this id".to_owned(),
                     }),
                     None => state.spawn(&myself, container_id).await,
                 };
@@ -206,6 +218,25 @@ impl Actor for ContainersSupervisor {
                 };
                 let _ = reply.send(result);
             }
+            SupervisorMsg::UndoCreate(container_id) => {
+                let services = state.args.services.clone();
+                let registry = Arc::clone(&state.args.registry);
+                let myself = myself.clone();
+                state.args.tracker.spawn(async move {
+                    undo_unconfirmed_create(&services, &container_id).await;
+                    // Cleared here, not by the supervisor, so a supervisor that failed
+                    // meanwhile cannot leave the id blocked.
+                    registry.clear_undoing(&container_id);
+                    let _ = myself.cast(SupervisorMsg::UndoFinished(container_id));
+                });
+            }
+            SupervisorMsg::UndoFinished(container_id) => {
+                for waiting in state.waiting.remove(&container_id).unwrap_or_default() {
+                    if !waiting.caller_gave_up() {
+                        let _ = myself.cast(waiting);
+                    }
+                }
+            }
             SupervisorMsg::List(reply) => {
                 let services = state.args.services.clone();
                 state.args.tracker.spawn(async move {
@@ -242,6 +273,27 @@ impl Actor for ContainersSupervisor {
 }
 
 impl Supervisor {
+    /// Keeps a create or load of an id whose failed create is being undone until
+    /// [`SupervisorMsg::UndoFinished`], and returns every other message.
+    fn defer_while_undoing(&mut self, message: SupervisorMsg) -> Option<SupervisorMsg> {
+        let container_id = match &message {
+            SupervisorMsg::Create(container_id, ..)
+            | SupervisorMsg::Lookup {
+                container_id,
+                load: true,
+                ..
+            }
+            | SupervisorMsg::SpawnFound { container_id, .. } => container_id,
+            _ => return Some(message),
+        };
+        if !self.args.registry.is_undoing(container_id) {
+            return Some(message);
+        }
+        let container_id = container_id.clone();
+        self.waiting.entry(container_id).or_default().push(message);
+        None
+    }
+
     async fn spawn(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -302,6 +354,17 @@ impl Supervisor {
         self.args.registry.record_successor(failed, actor.clone());
         // Loading awaits containerd, so it runs in the new actor's mailbox, not here.
         let _ = actor.cast(ContainerMsg::Reload);
+    }
+}
+
+impl SupervisorMsg {
+    /// Returns true when the message is a request whose caller no longer waits for the reply.
+    fn caller_gave_up(&self) -> bool {
+        match self {
+            Self::Create(_, _, reply) => reply.is_closed(),
+            Self::Lookup { reply, .. } | Self::SpawnFound { reply, .. } => reply.is_closed(),
+            _ => false,
+        }
     }
 }
 

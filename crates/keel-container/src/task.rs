@@ -11,9 +11,10 @@ use containerd_client::services::v1::{
     PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, UpdateTaskRequest,
 };
 use containerd_client::types::v1::Status as TaskStatus;
+use keel_connection::{Services, call_with_deadline};
 use keel_types::{
     ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus,
-    SyntheticReason,
+    SyntheticReason, Target,
 };
 use ractor::ActorRef;
 
@@ -141,63 +142,6 @@ impl ContainerState {
         .await?;
         self.runc_options = request.runtime.runc;
         Ok(())
-    }
-
-    /// Removes the record of a create whose call timed out or lost its connection. containerd
-    /// may still carry out such a create later, for example once a frozen containerd thaws. The
-    /// caller got an error for the create, so the record must not stay behind.
-    ///
-    /// Deletes the record until containerd confirms it gone twice, retrying with backoff while
-    /// containerd does not reply, for at most [`UNCONFIRMED_CREATE_WINDOW`].
-    pub(crate) async fn undo_unconfirmed_create(&self) {
-        let backoff = keel_connection::Backoff::default();
-        let deadline = Instant::now() + UNCONFIRMED_CREATE_WINDOW;
-        let mut failed_attempts = 0;
-        let mut times_absent = 0;
-        while Instant::now() < deadline {
-            let request = DeleteContainerRequest {
-                id: self.container_id.to_string(),
-            };
-            let mut containers = self.services.containers();
-            let result = self
-                .call(Operation::DeleteContainer, containers.delete(request))
-                .await;
-            let pause = match result {
-                Ok(_) => {
-                    tracing::warn!(
-                        container_id = %self.container_id,
-                        "removed the container record of a create that had failed for the caller"
-                    );
-                    return;
-                }
-                Err(error) if error.kind() == ErrorKind::NotFound => {
-                    times_absent += 1;
-                    if times_absent == 2 {
-                        return;
-                    }
-                    UNCONFIRMED_CREATE_RECHECK
-                }
-                Err(error) if is_unanswered(&error) => {
-                    failed_attempts += 1;
-                    backoff.delay(failed_attempts)
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        container_id = %self.container_id,
-                        %error,
-                        "cannot remove the record of a create with an unknown outcome; load the \
-                         container and delete it"
-                    );
-                    return;
-                }
-            };
-            tokio::time::sleep(pause).await;
-        }
-        tracing::warn!(
-            container_id = %self.container_id,
-            "containerd did not confirm within {UNCONFIRMED_CREATE_WINDOW:?} that a create with \
-             an unknown outcome left no record; load the container and delete it if it exists"
-        );
     }
 
     /// Loads the container record, with its runtime options and spec user, and the task's state.
@@ -932,6 +876,69 @@ fn spec_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
         .as_ref()
         .map(|process| (process.user().uid(), process.user().gid()))
         .unwrap_or((0, 0))
+}
+
+/// Removes the record of a create of `container_id` whose call timed out or lost its
+/// connection. containerd may still carry out such a create later, for example once a frozen
+/// containerd thaws. The caller got an error for the create, so the record must not stay
+/// behind.
+///
+/// Deletes the record until containerd confirms it gone twice, retrying with backoff while
+/// containerd does not reply, for at most [`UNCONFIRMED_CREATE_WINDOW`].
+pub(crate) async fn undo_unconfirmed_create(services: &Services, container_id: &ContainerId) {
+    let backoff = keel_connection::Backoff::default();
+    let target = Target::Container(container_id.clone());
+    let deadline = Instant::now() + UNCONFIRMED_CREATE_WINDOW;
+    let mut failed_attempts = 0;
+    let mut times_absent = 0;
+    while Instant::now() < deadline {
+        let request = DeleteContainerRequest {
+            id: container_id.to_string(),
+        };
+        let mut containers = services.containers();
+        let result = call_with_deadline(
+            Operation::DeleteContainer,
+            &target,
+            services.call_timeout(),
+            containers.delete(request),
+        )
+        .await;
+        let pause = match result {
+            Ok(_) => {
+                tracing::warn!(
+                    %container_id,
+                    "removed the container record of a create that had failed for the caller"
+                );
+                return;
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                times_absent += 1;
+                if times_absent == 2 {
+                    return;
+                }
+                UNCONFIRMED_CREATE_RECHECK
+            }
+            Err(error) if is_unanswered(&error) => {
+                failed_attempts += 1;
+                backoff.delay(failed_attempts)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %container_id,
+                    %error,
+                    "cannot remove the record of a create with an unknown outcome; load the \
+                     container and delete it"
+                );
+                return;
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+    tracing::warn!(
+        %container_id,
+        "containerd did not confirm within {UNCONFIRMED_CREATE_WINDOW:?} that a create with an \
+         unknown outcome left no record; load the container and delete it if it exists"
+    );
 }
 
 /// Reports whether `error` leaves a call's outcome unknown: containerd did not reply in time,
