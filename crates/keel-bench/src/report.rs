@@ -183,17 +183,16 @@ impl Report {
             return Vec::new();
         };
         let keel = lifecycle.keel.median();
-        let go = lifecycle.go.as_ref().ok().and_then(Samples::median);
         let go_samples = lifecycle.go.as_ref().ok();
+        let go = go_samples.and_then(Samples::median);
         let ratio = match (keel, go, go_samples) {
             (Some(keel), Some(go), Some(go_samples)) => Verdict::new(
                 "lifecycle median ≤ 0.97 × Go's, same run",
                 format!(
-                    "{} vs {} (× {:.3}{})",
+                    "{} vs {} ({})",
                     format_ms(Some(keel)),
                     format_ms(Some(go)),
-                    keel / go,
-                    format_interval(median_ratio_interval(&lifecycle.keel, go_samples)),
+                    format_median_ratio(&lifecycle.keel, go_samples),
                 ),
                 Some(keel <= 0.97 * go),
             ),
@@ -311,10 +310,9 @@ impl Report {
             match go_samples.and_then(Samples::median).zip(go_samples) {
                 Some((go, go_samples)) => {
                     measured.push(format!(
-                        "{} MiB: {keel:.0} vs {go:.0} MiB/s (× {:.3}{})",
+                        "{} MiB: {keel:.0} vs {go:.0} MiB/s ({})",
                         row.bytes >> 20,
-                        keel / go,
-                        format_interval(median_ratio_interval(&row.keel, go_samples)),
+                        format_median_ratio(&row.keel, go_samples),
                     ));
                     if keel < go {
                         met = met.map(|_| false);
@@ -373,8 +371,8 @@ impl Report {
         let _ = writeln!(
             out,
             "One container running `/bin/true` in the busybox root folder: create, start, wait \
-             for the exit, delete the task and the container. {} rounds after {} warm-up rounds; \
-             each round runs every client once, in an order shuffled for each round, so drift \
+             for the exit, delete the task and the container. {} rounds after {} warm-up rounds. \
+             Each round runs every client once, in an order shuffled for each round. So drift \
              on the machine, and the work in the kernel that one lifecycle leaves for the next, \
              reach all of them alike.\n",
             lifecycle.rounds, self.sizes.lifecycle_warmup
@@ -743,11 +741,15 @@ fn ratio(value: Option<f64>, base: Option<f64>) -> String {
     }
 }
 
-/// Formats a bootstrap interval of a ratio as a suffix for the ratio itself.
-fn format_interval(interval: Option<(f64, f64)>) -> String {
-    match interval {
-        Some((low, high)) => format!("; 95% interval {low:.3} to {high:.3}"),
-        None => String::new(),
+/// Formats keel's median divided by the Go client's, with its 95% bootstrap interval.
+fn format_median_ratio(keel: &Samples, go: &Samples) -> String {
+    let (Some(keel_median), Some(go_median)) = (keel.median(), go.median()) else {
+        return "n/a".to_owned();
+    };
+    let ratio = keel_median / go_median;
+    match median_ratio_interval(keel, go) {
+        Some((low, high)) => format!("× {ratio:.3}; 95% interval {low:.3} to {high:.3}"),
+        None => format!("× {ratio:.3}"),
     }
 }
 
@@ -780,6 +782,6 @@ their process, as a user of those tools pays it.\n\
 - The machine runs containerd, the shims, runc and the clients on the same cores, so a client \
 that uses more CPU also slows containerd down.\n\
 - Where a target compares keel with the Go client, the ratio of their medians comes with a 95% \
-interval: both clients' samples are drawn again with replacement 2,000 times, and the interval \
-holds the middle 95% of the resampled ratios. A ratio whose interval crosses the target could \
+interval. Both clients' samples are drawn again with replacement 2,000 times, and the interval \
+contains the middle 95% of the resampled ratios. A ratio whose interval crosses the target could \
 have fallen on either side of it in another run of the same build.\n";

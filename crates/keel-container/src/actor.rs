@@ -414,9 +414,6 @@ async fn dispatch(
 }
 
 impl ContainerState {
-    /// Removes the actor from the registry and stops it. The removal happens before the
-    /// reply goes out, so a create with the same id right after the reply is not rejected
-    /// as already tracked.
     /// Asks the containers supervisor to remove the record that containerd may still make for
     /// this actor's failed create. The id is marked first, so a create or load of it that the
     /// supervisor handles after this actor left waits until the record is gone.
@@ -431,6 +428,9 @@ impl ContainerState {
         }
     }
 
+    /// Removes the actor from the registry and stops it. The removal happens before the
+    /// reply goes out, so a create with the same id right after the reply is not rejected
+    /// as already tracked.
     fn leave(&self, myself: &ActorRef<ContainerMsg>, reason: &str) {
         self.registry.remove_if_same(&self.container_id, myself);
         myself.stop(Some(reason.to_owned()));

@@ -35,9 +35,8 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 /// The type URL containerd expects for OCI Linux resources.
 const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
-/// The file name prefix of the init process's FIFOs.
-/// How long a container actor keeps trying to remove what a create with an unknown outcome left
-/// in containerd, for example while containerd stays down.
+/// How long keel keeps trying to remove what a create with an unknown outcome left in
+/// containerd, for example while containerd stays down.
 const UNCONFIRMED_CREATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The pause between the two deletes that must both find no record before a create with an
@@ -45,6 +44,7 @@ const UNCONFIRMED_CREATE_WINDOW: Duration = Duration::from_secs(60);
 /// a freeze after a delete sent later, so one "not found" is not enough.
 const UNCONFIRMED_CREATE_RECHECK: Duration = Duration::from_millis(250);
 
+/// The file name prefix of the init process's FIFOs.
 const INIT_FIFO_PREFIX: &str = "init";
 
 /// SIGKILL's number.

@@ -5,19 +5,18 @@
 //! the task makes the actor fail, so its supervisor replaces both. The task waits until the
 //! connection is up, subscribes, publishes probe events until the first event arrives on the
 //! new stream, then decodes each envelope and routes it to its container. When the stream
-//! breaks it asks the connection actor to check containerd at once and starts over. It calls
+//! breaks it has the connection actor check containerd at once, and starts over. It calls
 //! [`Router::reconcile`] each time a stream is proven live, and also when the connection comes
 //! back while the stream stayed open (a frozen containerd keeps its streams but may have
 //! dropped events meanwhile).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
 use containerd_client::types::Envelope;
-use std::panic::AssertUnwindSafe;
-
 use futures::{FutureExt as _, StreamExt};
 use keel_connection::{Backoff, ConnectionMsg, ConnectionState, Services};
 use keel_types::NamespaceEvent;

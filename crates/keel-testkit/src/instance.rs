@@ -139,7 +139,7 @@ impl PrivateContainerd {
         &self.layout.log
     }
 
-    /// The last lines of containerd's log, for an error message about a run that failed.
+    /// Returns the last lines of containerd's log, for an error message about a failed run.
     pub fn log_tail(&self) -> String {
         log_tail(&self.layout.log)
     }
