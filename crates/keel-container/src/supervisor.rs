@@ -222,8 +222,9 @@ impl Actor for ContainersSupervisor {
                 let services = state.args.services.clone();
                 let registry = Arc::clone(&state.args.registry);
                 let myself = myself.clone();
+                let tracker = state.args.tracker.clone();
                 state.args.tracker.spawn(async move {
-                    undo_unconfirmed_create(&services, &container_id).await;
+                    undo_unconfirmed_create(&services, &container_id, &tracker).await;
                     // Cleared here, not by the supervisor, so a supervisor that failed
                     // meanwhile cannot leave the id blocked.
                     registry.clear_undoing(&container_id);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::{
@@ -17,6 +17,7 @@ use keel_types::{
     SyntheticReason, Target,
 };
 use ractor::ActorRef;
+use tokio_util::task::TaskTracker;
 
 use crate::RuncOptions;
 use crate::actor::{
@@ -35,14 +36,14 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 /// The type URL containerd expects for OCI Linux resources.
 const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
-/// How long keel keeps trying to remove what a create with an unknown outcome left in
-/// containerd, for example while containerd stays down.
-const UNCONFIRMED_CREATE_WINDOW: Duration = Duration::from_secs(60);
-
 /// The pause between the two deletes that must both find no record before a create with an
 /// unknown outcome counts as never carried out. containerd may run a create it received before
 /// a freeze after a delete sent later, so one "not found" is not enough.
 const UNCONFIRMED_CREATE_RECHECK: Duration = Duration::from_millis(250);
+
+/// The failed attempt after which the removal of a create with an unknown outcome logs that
+/// containerd still does not answer: about 20 s in while containerd is down.
+const UNANSWERED_UNDO_WARNING: u32 = 16;
 
 /// The file name prefix of the init process's FIFOs.
 const INIT_FIFO_PREFIX: &str = "init";
@@ -883,15 +884,20 @@ fn spec_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
 /// containerd thaws. The caller got an error for the create, so the record must not stay
 /// behind.
 ///
-/// Deletes the record until containerd confirms it gone twice, retrying with backoff while
-/// containerd does not reply, for at most [`UNCONFIRMED_CREATE_WINDOW`].
-pub(crate) async fn undo_unconfirmed_create(services: &Services, container_id: &ContainerId) {
+/// Deletes the record until containerd confirms it gone twice. While containerd does not
+/// reply, for example while it is down or frozen, it keeps trying with backoff, for as long as
+/// the client runs: a record left behind would make every later create of the id fail with
+/// already exists. It stops once `tracker` is closed, which the client's shutdown does.
+pub(crate) async fn undo_unconfirmed_create(
+    services: &Services,
+    container_id: &ContainerId,
+    tracker: &TaskTracker,
+) {
     let backoff = keel_connection::Backoff::default();
     let target = Target::Container(container_id.clone());
-    let deadline = Instant::now() + UNCONFIRMED_CREATE_WINDOW;
     let mut failed_attempts = 0;
     let mut times_absent = 0;
-    while Instant::now() < deadline {
+    while !tracker.is_closed() {
         let request = DeleteContainerRequest {
             id: container_id.to_string(),
         };
@@ -920,6 +926,14 @@ pub(crate) async fn undo_unconfirmed_create(services: &Services, container_id: &
             }
             Err(error) if is_unanswered(&error) => {
                 failed_attempts += 1;
+                if failed_attempts == UNANSWERED_UNDO_WARNING {
+                    tracing::warn!(
+                        %container_id,
+                        %error,
+                        "containerd does not answer; still trying to remove the record of a \
+                         create with an unknown outcome"
+                    );
+                }
                 backoff.delay(failed_attempts)
             }
             Err(error) => {
@@ -936,8 +950,8 @@ pub(crate) async fn undo_unconfirmed_create(services: &Services, container_id: &
     }
     tracing::warn!(
         %container_id,
-        "containerd did not confirm within {UNCONFIRMED_CREATE_WINDOW:?} that a create with an \
-         unknown outcome left no record; load the container and delete it if it exists"
+        "the client shut down before containerd confirmed that a create with an unknown \
+         outcome left no record; load the container and delete it if it exists"
     );
 }
 
