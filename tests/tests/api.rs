@@ -639,6 +639,49 @@ async fn load_of_missing_id_never_blocks_create() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_loads_all_wait_for_the_one_exit() {
+    let harness = Harness::start().await;
+    let (_container, task) = harness.run_detached("shared", &["sleep", "100"]).await;
+    let pid = task.pid();
+    harness.client.shutdown(Duration::from_secs(5)).await;
+
+    // A restarted engine whose handlers all load the running container at once.
+    let recorder = keel_tests::Recorder::default();
+    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
+        .state_dir(&harness.state_dir);
+    let client = keel::Client::connect_with(options, recorder.clone())
+        .await
+        .expect("reconnect");
+    let mut loads = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        loads.push(tokio::spawn(async move {
+            let container = client.load_container("shared").await?;
+            container.task().await
+        }));
+    }
+    let mut waits = Vec::new();
+    for load in loads {
+        let task = load.await.expect("join").expect("load and find the task");
+        assert_eq!(task.pid(), pid);
+        waits.push(tokio::spawn(async move { task.wait().await }));
+    }
+    let container = client.container("shared").await.expect("tracked");
+    let task = container.task().await.expect("task");
+    task.kill(9, false).await.expect("kill");
+    for wait in waits {
+        let status = wait.await.expect("join").expect("wait");
+        assert_eq!(status.code, 137);
+    }
+    task.delete().await.expect("delete task");
+    assert_eq!(recorder.exits_of("shared", &ProcessId::Init).len(), 1);
+    container.delete().await.expect("delete container");
+    assert!(harness.containerd_containers().is_empty());
+    client.shutdown(Duration::from_secs(5)).await;
+    harness.containerd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_of_one_id_one_wins() {
     let harness = Harness::start().await;
     for round in 0..3 {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use containerd_client::services::v1::Container as ContainerRecord;
 use keel_connection::{Services, call_with_deadline};
 use keel_types::{
     ContainerEvent, ContainerId, Error, ErrorKind, Event, ExecId, ExitStatus, Operation, ProcessId,
@@ -81,8 +82,10 @@ pub enum ContainerMsg {
     /// Creates the container record in containerd and the bundle folder; replies with the
     /// actor itself, for the caller's handle.
     Create(Box<CreateContainer>, Reply<ActorRef<ContainerMsg>>),
-    /// Rebuilds the actor's state from an existing container record and task.
-    Load(Reply<()>),
+    /// Rebuilds the actor's state from the record containerd just returned for the container
+    /// and from its task, and replies with the actor. The containers supervisor sends it to
+    /// the actor it spawned for a load, before anyone else can reach that actor.
+    Load(Box<ContainerRecord>, Reply<ActorRef<ContainerMsg>>),
     /// Creates the task, fresh or restored from a checkpoint; replies with the caller's stdio
     /// ends and the init process's pid.
     CreateTask(Box<CreateTask>, Reply<(ProcessIo, u32)>),
@@ -315,12 +318,12 @@ async fn dispatch(
             }
             let _ = reply.send(result.map(|()| myself.clone()));
         }
-        ContainerMsg::Load(reply) => {
-            let result = container.load().await;
+        ContainerMsg::Load(record, reply) => {
+            let result = container.load(Some(*record)).await;
             if result.is_err() {
                 container.leave(&myself, "load failed");
             }
-            let _ = reply.send(result);
+            let _ = reply.send(result.map(|()| myself.clone()));
         }
         ContainerMsg::CreateTask(request, reply) => {
             let _ = reply.send(container.create_task(*request).await);
@@ -401,7 +404,7 @@ async fn dispatch(
         ContainerMsg::Event(event) => container.apply_event(&myself, event).await,
         ContainerMsg::Reconcile => container.reconcile(&myself).await,
         ContainerMsg::Reload => {
-            if let Err(error) = container.load().await {
+            if let Err(error) = container.load(None).await {
                 tracing::error!(container_id = %container.container_id, %error, "cannot reload container");
                 container.leave(&myself, "reload failed");
                 return Ok(());

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use containerd_client::services::v1::GetContainerRequest;
+use containerd_client::services::v1::{Container as ContainerRecord, GetContainerRequest};
 use keel_connection::{Services, call_with_deadline};
 use keel_types::{ContainerId, ContainerSummary, Error, ErrorKind, Operation, Target};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -38,23 +38,26 @@ pub enum SupervisorMsg {
         Box<CreateContainer>,
         RpcReplyPort<Result<ActorRef<ContainerMsg>, Error>>,
     ),
-    /// Returns the actor of a tracked container, spawning one for a container that exists
-    /// only in containerd when `load` is set.
+    /// Returns the actor of a tracked container. With `load` set, a container that exists
+    /// only in containerd gets a new actor, which loads it and then replies itself.
     Lookup {
         /// The container.
         container_id: ContainerId,
-        /// Spawns an actor that the caller will load from containerd.
+        /// Loads a container that containerd has and keel does not track.
         load: bool,
-        /// Where the actor goes; the flag is true when the actor is new and needs loading.
-        reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
+        /// Where the actor goes.
+        reply: RpcReplyPort<Result<ActorRef<ContainerMsg>, Error>>,
     },
     /// Spawns the actor of a container that containerd was just found to have, for a
-    /// [`SupervisorMsg::Lookup`] with `load` set. Replies as that lookup does.
+    /// [`SupervisorMsg::Lookup`] with `load` set, and hands it the record to load from.
+    /// Replies as that lookup does.
     SpawnFound {
         /// The container.
         container_id: ContainerId,
+        /// The record containerd returned.
+        record: Box<ContainerRecord>,
         /// The lookup's reply port.
-        reply: RpcReplyPort<Result<(ActorRef<ContainerMsg>, bool), Error>>,
+        reply: RpcReplyPort<Result<ActorRef<ContainerMsg>, Error>>,
     },
     /// Removes the record that containerd may still make for a create whose call timed out or
     /// lost its connection. The container actor of that create sends it as it leaves. Creates
@@ -174,7 +177,7 @@ impl Actor for ContainersSupervisor {
                 reply,
             } => {
                 let result = match state.args.registry.get(&container_id) {
-                    Some(actor) => Ok((actor, false)),
+                    Some(actor) => Ok(actor),
                     None if load => {
                         // The id is registered only once containerd is known to have the
                         // container, so a load of a missing id does not block a create of it.
@@ -182,9 +185,10 @@ impl Actor for ContainersSupervisor {
                         let myself = myself.clone();
                         state.args.tracker.spawn(async move {
                             match find_container(&services, &container_id).await {
-                                Ok(()) => {
+                                Ok(record) => {
                                     let found = SupervisorMsg::SpawnFound {
                                         container_id,
+                                        record: Box::new(record),
                                         reply,
                                     };
                                     let _ = myself.cast(found);
@@ -207,17 +211,23 @@ impl Actor for ContainersSupervisor {
             }
             SupervisorMsg::SpawnFound {
                 container_id,
+                record,
                 reply,
-            } => {
-                let result = match state.args.registry.get(&container_id) {
-                    Some(actor) => Ok((actor, false)),
-                    None => state
-                        .spawn(&myself, container_id)
-                        .await
-                        .map(|actor| (actor, true)),
-                };
-                let _ = reply.send(result);
-            }
+            } => match state.args.registry.get(&container_id) {
+                Some(actor) => {
+                    let _ = reply.send(Ok(actor));
+                }
+                // The load goes to the new actor before anyone else can reach it, so every
+                // later request finds the actor loaded. The actor replies once loaded.
+                None => match state.spawn(&myself, container_id).await {
+                    Ok(actor) => {
+                        let _ = actor.cast(ContainerMsg::Load(record, reply));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                },
+            },
             SupervisorMsg::UndoCreate(container_id) => {
                 let services = state.args.services.clone();
                 let registry = Arc::clone(&state.args.registry);
@@ -369,23 +379,32 @@ impl SupervisorMsg {
     }
 }
 
-/// Checks that containerd has the container `container_id`.
+/// Returns containerd's record of the container `container_id`.
 ///
 /// # Errors
 ///
 /// Returns not found when containerd has no such container, or containerd's error, or
 /// unavailable or timed out when it does not reply.
-async fn find_container(services: &Services, container_id: &ContainerId) -> Result<(), Error> {
+async fn find_container(
+    services: &Services,
+    container_id: &ContainerId,
+) -> Result<ContainerRecord, Error> {
     let request = GetContainerRequest {
         id: container_id.to_string(),
     };
+    let target = Target::Container(container_id.clone());
     let mut containers = services.containers();
-    call_with_deadline(
+    let response = call_with_deadline(
         Operation::LoadContainer,
-        &Target::Container(container_id.clone()),
+        &target,
         services.call_timeout(),
         containers.get(request),
     )
-    .await
-    .map(drop)
+    .await?;
+    response.container.ok_or_else(|| Error::Rejected {
+        operation: Operation::LoadContainer,
+        target,
+        kind: ErrorKind::NotFound,
+        reason: "containerd returned no record for the container".to_owned(),
+    })
 }

@@ -146,15 +146,21 @@ impl ContainerState {
     }
 
     /// Loads the container record, with its runtime options and spec user, and the task's state.
-    pub(crate) async fn load(&mut self) -> Result<(), Error> {
-        let request = GetContainerRequest {
-            id: self.container_id.to_string(),
+    /// A `record` that the caller just read from containerd saves reading it again.
+    pub(crate) async fn load(&mut self, record: Option<Container>) -> Result<(), Error> {
+        let record = match record {
+            Some(record) => Some(record),
+            None => {
+                let request = GetContainerRequest {
+                    id: self.container_id.to_string(),
+                };
+                let mut containers = self.services.containers();
+                self.call(Operation::LoadContainer, containers.get(request))
+                    .await?
+                    .container
+            }
         };
-        let mut containers = self.services.containers();
-        let response = self
-            .call(Operation::LoadContainer, containers.get(request))
-            .await?;
-        if let Some(container) = response.container {
+        if let Some(container) = record {
             self.runc_options = container
                 .runtime
                 .as_ref()

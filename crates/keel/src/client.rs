@@ -367,11 +367,17 @@ impl Client {
         let container_id = ContainerId::new(id)?;
         let target = Target::Container(container_id.clone());
         let containers = self.children()?.containers;
-        let (actor, needs_load) = request(
+        // A load waits for containerd's two reads: the record and the task.
+        let timeout = if load {
+            self.inner.call_timeout * 3
+        } else {
+            self.inner.call_timeout
+        };
+        let actor = request(
             &containers,
             Operation::LoadContainer,
             &target,
-            self.inner.call_timeout,
+            timeout,
             |reply| SupervisorMsg::Lookup {
                 container_id: container_id.clone(),
                 load,
@@ -379,16 +385,6 @@ impl Client {
             },
         )
         .await?;
-        if needs_load {
-            request(
-                &actor,
-                Operation::LoadContainer,
-                &target,
-                self.inner.call_timeout * 2,
-                keel_container::ContainerMsg::Load,
-            )
-            .await?;
-        }
         Ok(Container::new(
             container_id,
             actor,
