@@ -45,7 +45,7 @@ pub enum SupervisorMsg {
         container_id: ContainerId,
         /// Loads a container that containerd has and keel does not track.
         load: bool,
-        /// Where the actor goes.
+        /// The port for the actor.
         reply: RpcReplyPort<Result<ActorRef<ContainerMsg>, Error>>,
     },
     /// Spawns the actor of a container that containerd was just found to have, for a

@@ -42,7 +42,7 @@ const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spe
 const UNCONFIRMED_CREATE_RECHECK: Duration = Duration::from_millis(250);
 
 /// The failed attempt after which the removal of a create with an unknown outcome logs that
-/// containerd still does not answer: about 20 s in while containerd is down.
+/// containerd still does not reply: about 20 s in while containerd is down.
 const UNANSWERED_UNDO_WARNING: u32 = 16;
 
 /// The file name prefix of the init process's FIFOs.
@@ -146,7 +146,7 @@ impl ContainerState {
     }
 
     /// Loads the container record, with its runtime options and spec user, and the task's state.
-    /// A `record` that the caller just read from containerd saves reading it again.
+    /// Uses `record` when the caller just read it from containerd, instead of reading it again.
     pub(crate) async fn load(&mut self, record: Option<Container>) -> Result<(), Error> {
         let record = match record {
             Some(record) => Some(record),
@@ -891,8 +891,8 @@ fn spec_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
 /// behind.
 ///
 /// Deletes the record until containerd confirms it gone twice. While containerd does not
-/// reply, for example while it is down or frozen, it keeps trying with backoff, for as long as
-/// the client runs: a record left behind would make every later create of the id fail with
+/// reply, for example while it is down or frozen, it keeps trying with backoff for as long as
+/// the client runs. A record left behind would make every later create of the id fail with
 /// already exists. It stops once `tracker` is closed, which the client's shutdown does.
 pub(crate) async fn undo_unconfirmed_create(
     services: &Services,
@@ -936,7 +936,7 @@ pub(crate) async fn undo_unconfirmed_create(
                     tracing::warn!(
                         %container_id,
                         %error,
-                        "containerd does not answer; still trying to remove the record of a \
+                        "containerd does not reply; still trying to remove the record of a \
                          create with an unknown outcome"
                     );
                 }
