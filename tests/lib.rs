@@ -109,13 +109,22 @@ pub struct Harness {
     pub containerd: PrivateContainerd,
 }
 
+/// Sends the log of the test's client to the test's captured output, which the test runner
+/// prints when the test fails. `RUST_LOG` sets the level; warnings and errors by default, so a
+/// failure shows what keel warned about, such as the end of a failed criu run's log.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 impl Harness {
     /// Starts a private containerd and connects a client to it.
     pub async fn start() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        init_tracing();
         let containerd = match PrivateContainerd::start().await {
             Ok(containerd) => containerd,
             Err(error) => panic!("cannot start a private containerd: {error}"),

@@ -324,10 +324,7 @@ fn plans(random: &mut Random, count: usize) -> Vec<Plan> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycles_survive_containerd_kills() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    keel_tests::init_tracing();
     let seed = env_number(SEED_ENV).unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

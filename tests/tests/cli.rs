@@ -65,10 +65,7 @@ struct CliHarness {
 
 impl CliHarness {
     async fn start() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        keel_tests::init_tracing();
         let binary = keel_binary().to_owned();
         assert!(binary.is_file(), "{} missing", binary.display());
         let containerd = PrivateContainerd::start()

@@ -64,10 +64,7 @@ impl Fixture {
         configure: impl FnOnce(&mut ClientOptions),
         wrap: impl FnOnce(Recorder) -> B,
     ) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        keel_tests::init_tracing();
         let containerd = PrivateContainerd::start()
             .await
             .unwrap_or_else(|error| panic!("cannot start a private containerd: {error}"));

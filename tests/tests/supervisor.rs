@@ -36,10 +36,7 @@ struct TestDir {
 
 impl TestDir {
     fn new() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        keel_tests::init_tracing();
         let counter = FOLDER_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = PathBuf::from(format!("/tmp/ks-{}-{counter}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
