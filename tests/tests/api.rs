@@ -588,6 +588,80 @@ async fn wait_ignores_output_never_taken() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_output_never_blocks_the_process() {
+    let harness = Harness::start().await;
+    // Far more than a FIFO holds, so a FIFO nobody reads would stop the writer for good.
+    let script = "head -c 4194304 /dev/zero; exit 5";
+    let (container, mut task) = harness
+        .create_and_start("unread", harness.spec(&["sh", "-c", script]), OUTPUT)
+        .await;
+    let mut stdout = task.take_stdout().expect("stdout");
+    let mut start = [0; 1024];
+    stdout.read_exact(&mut start).await.expect("read the start");
+    drop((stdout, task.take_stderr()));
+    let status = tokio::time::timeout(Duration::from_secs(30), task.wait())
+        .await
+        .expect("the process ends although its output was dropped")
+        .expect("wait");
+    assert_eq!(status.code, 5);
+
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+
+    let (container, task) = harness
+        .run_detached("unread-exec", &["sleep", "1000"])
+        .await;
+    let mut process = task
+        .exec("script", exec_process(["sh", "-c", script]), OUTPUT)
+        .await
+        .expect("exec");
+    process.start().await.expect("start exec");
+    let status = tokio::time::timeout(Duration::from_secs(30), process.wait())
+        .await
+        .expect("the exec ends although its output was never taken")
+        .expect("wait exec");
+    assert_eq!(status.code, 5);
+    task.kill(SIGKILL, false).await.expect("kill");
+    task.wait().await.expect("wait");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_write_fails_once_the_process_exited() {
+    let harness = Harness::start().await;
+    let (container, mut task) = harness
+        .create_and_start("deaf", harness.spec(&["sleep", "1000"]), INPUT_OUTPUT)
+        .await;
+    let mut stdin = task.take_stdin().expect("stdin");
+    // sleep never reads, so the FIFO fills and the writer waits for room.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 1 << 20];
+        loop {
+            if let Err(error) = stdin.write_all(&chunk).await {
+                return error;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !writer.is_finished(),
+        "the writer waits for room in the FIFO"
+    );
+    task.kill(SIGKILL, false).await.expect("kill");
+    assert_eq!(task.wait().await.expect("wait").code, 137);
+    let error = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the waiting write ends once the process exited")
+        .expect("join");
+    assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_container_handle_returns_not_found() {
     let harness = Harness::start().await;
     let container = harness

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use keel_supervisor::{Containers, Supervisor, SupervisorConfig};
 use keel_testkit::PrivateContainerd;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::Command;
 
 /// Generous bound for a command that should take a second or two.
@@ -740,6 +740,36 @@ async fn finish(child: tokio::process::Child) -> Output {
         .await
         .expect("keel finished in time")
         .expect("wait for keel")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_finishes_after_its_reader_closed_the_pipe() {
+    let harness = CliHarness::start().await;
+    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    // As in `keel run ... | head -c 10`: far more output than the pipes hold.
+    let script = "head -c 16777216 /dev/zero; exit 5";
+    let args = [
+        "run", "--rm", "--rootfs", &rootfs, "early", "--", "sh", "-c", script,
+    ];
+    let mut command = harness.command(&args);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("spawn keel run");
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let mut start = [0; 10];
+    tokio::time::timeout(COMMAND_TIMEOUT, stdout.read_exact(&mut start))
+        .await
+        .expect("first bytes in time")
+        .expect("read stdout");
+    drop(stdout);
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("keel finished although its reader went away")
+        .expect("wait for keel");
+    assert_eq!(status.code(), Some(5));
+    harness.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,7 @@ impl ContainerState {
         let fifos = FifoSet::create(&self.bundle_dir, &prefix, request.stdio)
             .map_err(|source| self.io_error(Operation::Exec, source))?;
         let state = ProcessState::new(fifos.clone());
-        let io = match fifos.open(&state.streams_open) {
+        let io = match fifos.open(&state) {
             Ok(io) => io,
             Err(source) => {
                 fifos.remove();
@@ -307,6 +307,8 @@ impl TaskState {
             return;
         };
         exec.fifos.remove();
+        exec.stdin_reader_gone.cancel();
+        exec.drains_end.cancel();
         if !exec.deleted {
             exec.deleted = true;
             exec.deleted_order = Some(DELETIONS.fetch_add(1, Ordering::Relaxed));

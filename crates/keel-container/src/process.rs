@@ -6,6 +6,7 @@ use std::sync::Arc;
 use keel_types::{Error, ExitStatus};
 use ractor::RpcReplyPort;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::stdio::FifoSet;
@@ -22,6 +23,13 @@ pub(crate) struct ProcessState {
     pub(crate) fifos: FifoSet,
     /// How many of the caller's output streams are still open.
     pub(crate) streams_open: Arc<watch::Sender<usize>>,
+    /// Cancelled once the process can no longer read its stdin: it exited, was deleted, or
+    /// keel forgot it. A write to its [`crate::StdinStream`] then fails instead of waiting.
+    pub(crate) stdin_reader_gone: CancellationToken,
+    /// Cancelled when keel stops serving the output streams handed out so far: the process
+    /// was deleted or forgotten, or its FIFOs were opened again for an attach. The background
+    /// reads of dropped output streams end then, so they never take output from a new reader.
+    pub(crate) drains_end: CancellationToken,
     /// The caller closed stdin before the process existed in the shim; sent at start.
     pub(crate) close_stdin_pending: bool,
     /// Set when keel deleted the process from containerd after its exit.
@@ -47,6 +55,8 @@ impl ProcessState {
             exit: None,
             fifos,
             streams_open: Arc::new(watch::channel(0).0),
+            stdin_reader_gone: CancellationToken::new(),
+            drains_end: CancellationToken::new(),
             close_stdin_pending: false,
             deleted: false,
             deleted_order: None,
@@ -90,6 +100,7 @@ impl ProcessState {
             return false;
         }
         self.exit = Some(ReportedExit { pid, status });
+        self.stdin_reader_gone.cancel();
         true
     }
 
@@ -126,6 +137,13 @@ impl ProcessState {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Err(error()));
         }
+    }
+}
+
+impl Drop for ProcessState {
+    fn drop(&mut self) {
+        self.stdin_reader_gone.cancel();
+        self.drains_end.cancel();
     }
 }
 

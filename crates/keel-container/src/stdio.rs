@@ -16,8 +16,10 @@ use nix::sys::stat::Mode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::folders::ensure_private_dir;
+use crate::process::ProcessState;
 
 /// The stdio streams a process gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,17 +132,23 @@ impl FifoSet {
         })
     }
 
-    /// Opens the caller's ends. Output ends must be open before containerd creates the process.
-    pub(crate) fn open(&self, streams_open: &Arc<watch::Sender<usize>>) -> io::Result<ProcessIo> {
+    /// Opens the caller's ends for `process`. Output ends must be open before containerd
+    /// creates the process. Writes to stdin fail once the process's `stdin_reader_gone` is
+    /// cancelled, and dropped output streams are read until its `drains_end` is.
+    pub(crate) fn open(&self, process: &ProcessState) -> io::Result<ProcessIo> {
         let output = |path: &Option<PathBuf>| -> io::Result<Option<OutputStream>> {
             path.as_deref()
-                .map(|path| OutputStream::open(path, streams_open))
+                .map(|path| OutputStream::open(path, process))
                 .transpose()
         };
         Ok(ProcessIo {
             stdout: output(&self.stdout)?,
             stderr: output(&self.stderr)?,
-            stdin: self.stdin.as_deref().map(StdinStream::open).transpose()?,
+            stdin: self
+                .stdin
+                .as_deref()
+                .map(|path| StdinStream::open(path, &process.stdin_reader_gone))
+                .transpose()?,
         })
     }
 
@@ -186,19 +194,26 @@ fn remove_stale_fifo(path: &Path) -> io::Result<()> {
 }
 
 /// A process's stdout or stderr, readable with [`tokio::io::AsyncReadExt`].
+///
+/// Dropping it before the end of the stream does not block the process: the shim keeps its own
+/// read end of the FIFO open, so a FIFO nobody reads would fill and stall the process's next
+/// write for good. The dropped stream's FIFO is read to its end in the background instead, and
+/// the output is discarded.
 #[derive(Debug)]
 pub struct OutputStream {
-    receiver: pipe::Receiver,
+    receiver: Option<pipe::Receiver>,
     open: Option<Arc<watch::Sender<usize>>>,
+    drains_end: CancellationToken,
 }
 
 impl OutputStream {
-    fn open(path: &Path, streams_open: &Arc<watch::Sender<usize>>) -> io::Result<Self> {
+    fn open(path: &Path, process: &ProcessState) -> io::Result<Self> {
         let receiver = pipe::OpenOptions::new().open_receiver(path)?;
-        streams_open.send_modify(|open| *open += 1);
+        process.streams_open.send_modify(|open| *open += 1);
         Ok(Self {
-            receiver,
-            open: Some(Arc::clone(streams_open)),
+            receiver: Some(receiver),
+            open: Some(Arc::clone(&process.streams_open)),
+            drains_end: process.drains_end.clone(),
         })
     }
 
@@ -216,7 +231,10 @@ impl AsyncRead for OutputStream {
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buffer.filled().len();
-        let result = Pin::new(&mut self.receiver).poll_read(context, buffer);
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let result = Pin::new(receiver).poll_read(context, buffer);
         if matches!(result, Poll::Ready(Ok(()))) && buffer.filled().len() == before {
             self.mark_closed();
         }
@@ -226,27 +244,74 @@ impl AsyncRead for OutputStream {
 
 impl Drop for OutputStream {
     fn drop(&mut self) {
+        let at_end = self.open.is_none();
         self.mark_closed();
+        if at_end {
+            return;
+        }
+        // Outside a runtime there is nothing to read on, and the FIFO just closes.
+        if let (Some(receiver), Ok(runtime)) =
+            (self.receiver.take(), tokio::runtime::Handle::try_current())
+        {
+            let end = self.drains_end.clone();
+            runtime.spawn(async move { end.run_until_cancelled(discard_to_end(receiver)).await });
+        }
     }
 }
+
+/// Reads `receiver` until the shim closes its write end, which it does once the process's
+/// output ends, or when the task is deleted and the shim exits.
+async fn discard_to_end(mut receiver: pipe::Receiver) {
+    let mut buffer = vec![0; DISCARD_BUFFER_BYTES];
+    loop {
+        match tokio::io::AsyncReadExt::read(&mut receiver, &mut buffer).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::debug!(%error, "stopped discarding a dropped output stream");
+                return;
+            }
+        }
+    }
+}
+
+/// The read size of a dropped output stream's drain: a FIFO's default capacity.
+const DISCARD_BUFFER_BYTES: usize = 64 * 1024;
 
 /// A process's stdin, writable with [`tokio::io::AsyncWriteExt`].
 ///
 /// Dropping it closes keel's end; the process sees end of file only after the task's or exec's
-/// `close_stdin`, because the shim keeps a write end of its own.
+/// `close_stdin`, because the shim keeps a write end of its own. Once the process has exited or
+/// was deleted, a write fails with [`io::ErrorKind::BrokenPipe`], also one that was waiting for
+/// room in the FIFO.
 #[derive(Debug)]
 pub struct StdinStream {
     sender: pipe::Sender,
+    reader_gone: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl StdinStream {
-    fn open(path: &Path) -> io::Result<Self> {
+    fn open(path: &Path, reader_gone: &CancellationToken) -> io::Result<Self> {
         // Read-write open succeeds before the shim opens its end, where a write-only open of a
-        // FIFO without a reader would fail.
+        // FIFO without a reader would fail. The same open makes keel a reader of the FIFO, so
+        // a write never fails by itself when the process is gone; `reader_gone` ends it.
         let sender = pipe::OpenOptions::new()
             .read_write(true)
             .open_sender(path)?;
-        Ok(Self { sender })
+        Ok(Self {
+            sender,
+            reader_gone: Box::pin(reader_gone.clone().cancelled_owned()),
+        })
+    }
+
+    fn poll_reader_gone(&mut self, context: &mut Context<'_>) -> Poll<io::Error> {
+        self.reader_gone.as_mut().poll(context).map(|()| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the process has exited or was deleted, so nothing reads its stdin",
+            )
+        })
     }
 }
 
@@ -256,6 +321,9 @@ impl AsyncWrite for StdinStream {
         context: &mut Context<'_>,
         buffer: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(error) = self.poll_reader_gone(context) {
+            return Poll::Ready(Err(error));
+        }
         Pin::new(&mut self.sender).poll_write(context, buffer)
     }
 

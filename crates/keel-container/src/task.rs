@@ -17,6 +17,7 @@ use keel_types::{
     SyntheticReason, Target,
 };
 use ractor::ActorRef;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::RuncOptions;
@@ -240,7 +241,7 @@ impl ContainerState {
             return Err(self.io_error(operation, source));
         }
         let task = TaskState::new(fifos.clone());
-        let io = match fifos.open(&task.init.streams_open) {
+        let io = match fifos.open(&task.init) {
             Ok(io) => io,
             Err(source) => {
                 fifos.remove();
@@ -444,9 +445,12 @@ impl ContainerState {
         state.mark_created(info.pid);
         state.mark_started(info.pid);
         state.fifos = fifos.clone();
-        let streams_open = state.streams_open.clone();
+        // Background reads of output streams dropped before this attach would compete with
+        // the new streams for the output.
+        state.drains_end.cancel();
+        state.drains_end = CancellationToken::new();
         let io = fifos
-            .open(&streams_open)
+            .open(state)
             .map_err(|source| self.io_error(Operation::Attach, source))?;
         Ok((info.pid, io))
     }
