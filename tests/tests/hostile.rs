@@ -117,6 +117,25 @@ async fn hostile_namespaces_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_state_folder_rejected() {
+    let harness = Harness::start().await;
+    for state_dir in ["keel-state", "./keel-state", ""] {
+        let options = ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
+            .state_dir(state_dir);
+        let error = keel::Client::connect_with(options, Recorder::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{state_dir:?}: connected"));
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        let text = error.to_string();
+        assert!(text.contains("absolute"), "{text}");
+        assert!(text.contains(state_dir), "{text}");
+        assert!(state_dir.is_empty() || !Path::new(state_dir).exists());
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_specs_rejected() {
     let harness = Harness::start().await;
     let file_root = harness.containerd.dir().join("not-a-folder");

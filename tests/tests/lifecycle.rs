@@ -272,3 +272,44 @@ async fn delete_after_reload_removes_exec_fifos() {
     client.shutdown(Duration::from_secs(5)).await;
     harness.containerd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_id_under_two_containerds_stays_apart() {
+    let harness = Harness::start().await;
+    let other = keel_testkit::PrivateContainerd::start()
+        .await
+        .expect("second containerd");
+    // Another engine with its own containerd and state folder, in a namespace of the same name.
+    let options = keel::ClientOptions::new(other.socket(), harness.namespace.as_str())
+        .state_dir(other.client_state_dir());
+    let other_client = keel::Client::connect_with(options, keel_tests::Recorder::default())
+        .await
+        .expect("connect to the second containerd");
+
+    let (container, task) = harness.run_detached("twin", &["sleep", "1000"]).await;
+    let other_container = other_client
+        .create_container("twin", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create the same id under the second containerd");
+    let other_task = other_container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start the same id under the second containerd");
+    other_task.kill(9, false).await.expect("kill");
+    assert_eq!(other_task.wait().await.expect("wait").code, 137);
+    other_task.delete().await.expect("delete task");
+    other_container.delete().await.expect("delete container");
+    assert_eq!(
+        task.status().await.expect("status"),
+        keel::ProcessStatus::Running,
+        "the first containerd's container outlives the second one's"
+    );
+
+    other_client.shutdown(Duration::from_secs(5)).await;
+    other.stop().await;
+    task.kill(9, false).await.expect("kill");
+    task.wait().await.expect("wait");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}

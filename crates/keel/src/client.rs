@@ -11,7 +11,8 @@ use keel_connection::{
     Backoff, ConnectionArgs, ConnectionMsg, ConnectionState, Services, call_with_deadline,
 };
 use keel_container::{
-    Backend, ContainerOptions, CreateContainer, Registry, Runtime, SupervisorMsg,
+    Backend, ContainerOptions, CreateContainer, RUNC_RUNTIME, Registry, RuncOptions, Runtime,
+    SupervisorMsg,
 };
 use keel_events::EventStats;
 use keel_types::{
@@ -151,7 +152,14 @@ struct ClientInner {
     handle_context: Arc<HandleContext>,
     call_timeout: Duration,
     limits: Limits,
+    /// runc's state folder for the runc containers this client creates.
+    runc_root: PathBuf,
 }
+
+/// The folder in the client's state folder for runc's state of its containers, one folder per
+/// namespace. A namespace name starts with a letter or digit, so no namespace's
+/// folder of bundles can take this name.
+const RUNC_ROOT_FOLDER: &str = ".runc";
 
 impl Client {
     /// Connects to containerd at `socket` in `namespace` with default options, so the FIFOs and
@@ -179,6 +187,15 @@ impl Client {
         backend: impl Backend,
     ) -> Result<Self, Error> {
         let namespace = Namespace::new(options.namespace.clone())?;
+        if !options.state_dir.is_absolute() {
+            return Err(Error::InvalidArgument {
+                field: "state folder",
+                value: options.state_dir.display().to_string(),
+                reason: "must be an absolute path, because the shim opens the FIFOs in it from \
+                         another working folder"
+                    .to_owned(),
+            });
+        }
         let services = Services::new(&options.socket, namespace.clone(), options.call_timeout)?;
         let (state_sender, mut connection_state) =
             watch::channel(ConnectionState::Connecting { attempt: 1 });
@@ -268,6 +285,7 @@ impl Client {
                 handle_context,
                 call_timeout: options.call_timeout,
                 limits: options.limits,
+                runc_root: options.state_dir.join(RUNC_ROOT_FOLDER),
             }),
         })
     }
@@ -320,6 +338,7 @@ impl Client {
         check_labels(&labels, &self.inner.limits)?;
         self.set_default_cgroups_path(&mut spec, &container_id);
         check_spec_size(&spec, &self.inner.limits)?;
+        let runtime = self.with_default_runc_root(runtime);
 
         let containers = self.children()?.containers;
         let target = Target::Container(container_id.clone());
@@ -532,6 +551,21 @@ impl Client {
 
     /// Puts the container in the cgroup `/<namespace>/<id>` when the spec names none, as
     /// containerd's Go client does.
+    /// Keeps runc's state of a runc container under the client's state folder when the
+    /// runtime's options name no runc state folder, as dockerd does with its own. runc's
+    /// default folder, `/run/containerd/runc`, is shared by every containerd on the host. A
+    /// container with the same namespace and id under another containerd would collide with
+    /// this one there, and its clean-up could kill this one.
+    fn with_default_runc_root(&self, mut runtime: Runtime) -> Runtime {
+        if runtime.name == RUNC_RUNTIME {
+            let options = runtime.runc.get_or_insert_with(RuncOptions::default);
+            if options.root.is_empty() {
+                options.root = self.inner.runc_root.to_string_lossy().into_owned();
+            }
+        }
+        runtime
+    }
+
     fn set_default_cgroups_path(&self, spec: &mut Spec, container_id: &ContainerId) {
         let namespace = self.inner.services.namespace();
         if let Some(linux) = spec.linux_mut()
