@@ -219,11 +219,10 @@ async fn checkpoint_folder_outlives_container() {
     let task = start_counter(&container).await;
     wait_for_count(&harness, WARM_COUNT).await;
     let image = checkpoint_dir(&harness, "kept");
-    std::fs::create_dir_all(&image).expect("create checkpoint folder");
-    std::fs::write(image.join("caller-note"), "mine").expect("write caller's file");
     let bundle = harness.bundle_dir("kept");
 
     checkpoint(&task, &image, false).await;
+    std::fs::write(image.join("caller-note"), "mine").expect("write caller's file");
     assert_eq!(criu_work_dirs(&bundle), Vec::<PathBuf>::new());
     checkpoint(&task, &image.join("second"), true).await;
     task.wait().await.expect("wait");

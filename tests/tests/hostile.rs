@@ -314,15 +314,48 @@ async fn planted_symlink_and_file_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relative_checkpoint_folder_rejected() {
+async fn odd_checkpoint_folders_rejected() {
     let harness = Harness::start().await;
     let (container, task) = harness.run_detached("cp", &["sleep", "1000"]).await;
-    let error = task
-        .checkpoint(Path::new("relative/dir"), false)
-        .await
-        .expect_err("relative");
-    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    let scratch = harness.containerd.dir().join("odd-checkpoints");
+    std::fs::create_dir_all(scratch.join("full")).expect("scratch folder");
+    std::fs::write(scratch.join("full/kept"), "caller's").expect("caller's file");
+    std::fs::write(scratch.join("file"), "caller's").expect("caller's file");
+    let climbing = scratch.join("a/../b");
+    let cases = [
+        ("relative", PathBuf::from("relative/dir"), "absolute"),
+        ("root folder", PathBuf::from("/"), "not empty"),
+        ("folder with files", scratch.join("full"), "not empty"),
+        ("regular file", scratch.join("file"), "not a folder"),
+        ("dot-dot", climbing.clone(), ".."),
+    ];
+    for (case, dir, reason) in cases {
+        let error = task.checkpoint(&dir, false).await.expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(error.to_string().contains(reason), "{case}: {error}");
+    }
     assert!(!Path::new("relative").exists());
+    assert!(!scratch.join("a").exists() && !scratch.join("b").exists());
+    assert_eq!(
+        tree(&scratch.join("full")),
+        vec![scratch.join("full/kept")],
+        "nothing written into a folder with files"
+    );
+    assert!(!Path::new("/inventory.img").exists());
+
+    // A checkpoint refused for a stopped task makes no folder.
+    task.kill(9, false).await.expect("kill");
+    task.wait().await.expect("wait");
+    let late = scratch.join("late/image");
+    let error = task
+        .checkpoint(&late, false)
+        .await
+        .expect_err("stopped task");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    assert!(
+        !scratch.join("late").exists(),
+        "folder of a refused checkpoint made"
+    );
     container
         .force_delete(Duration::from_secs(10))
         .await

@@ -216,7 +216,7 @@ pub struct RmArgs {
 pub struct CheckpointArgs {
     /// The container id.
     pub id: String,
-    /// The folder to write the checkpoint to; made if missing.
+    /// The new or empty folder to write the checkpoint to; made if missing.
     pub dir: PathBuf,
     /// Stop the task after the checkpoint.
     #[arg(long)]

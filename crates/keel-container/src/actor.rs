@@ -141,7 +141,7 @@ pub enum ContainerMsg {
     Status(ProcessId, Reply<ProcessStatus>),
     /// Checkpoints the running task into `dir`, leaving it running unless `exit` is set.
     Checkpoint {
-        /// The folder criu writes the image to; made if missing, never removed.
+        /// The new or empty folder criu writes the image to; made if missing.
         dir: PathBuf,
         /// Stops the task after the checkpoint.
         exit: bool,

@@ -1,7 +1,7 @@
 //! Task lifecycle and control requests of the container actor.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
@@ -652,20 +652,18 @@ impl ContainerState {
     /// image, lease or temporary content is left there.
     pub(crate) async fn checkpoint(&mut self, dir: &Path, exit: bool) -> Result<(), Error> {
         self.require_live_task(Operation::Checkpoint)?;
-        if !dir.is_absolute() {
-            return Err(Error::InvalidArgument {
-                field: "checkpoint folder",
-                value: dir.display().to_string(),
-                reason: "must be an absolute path".to_owned(),
-            });
-        }
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            operation: Operation::Checkpoint,
-            target: self.target.clone(),
-            path: dir.to_owned(),
-            source,
+        let made = prepare_checkpoint_dir(dir).map_err(|reason| Error::InvalidArgument {
+            field: "checkpoint folder",
+            value: dir.display().to_string(),
+            reason,
         })?;
-        let work_dir = self.make_criu_work_dir(Operation::Checkpoint)?;
+        let work_dir = match self.make_criu_work_dir(Operation::Checkpoint) {
+            Ok(work_dir) => work_dir,
+            Err(error) => {
+                remove_made_dir(made.as_deref());
+                return Err(error);
+            }
+        };
         let options = CheckpointOptions {
             exit,
             image_path: dir.to_string_lossy().into_owned(),
@@ -683,7 +681,10 @@ impl ContainerState {
         remove_work_dir(&self.container_id, &work_dir, result.is_err());
         match result {
             Ok(_) => Ok(()),
-            Err(error) => Err(self.stopped_task_error(error, Operation::Checkpoint).await),
+            Err(error) => {
+                remove_made_dir(made.as_deref());
+                Err(self.stopped_task_error(error, Operation::Checkpoint).await)
+            }
         }
     }
 
@@ -855,6 +856,59 @@ fn remove_work_dir(container_id: &ContainerId, dir: &Path, failed: bool) {
     }
     if let Err(error) = std::fs::remove_dir_all(dir) {
         tracing::warn!(%container_id, path = %dir.display(), %error, "cannot remove criu work folder");
+    }
+}
+
+/// Makes sure `dir` can take a checkpoint: an absolute path without `..` parts, to a
+/// folder that is empty or missing. criu writes dozens of files into it, and a folder that
+/// already holds files, such as `/`, would get them mixed in. Makes the folder when missing
+/// and returns the highest folder it made, so a failed checkpoint can remove what it made.
+///
+/// # Errors
+///
+/// Returns the reason `dir` cannot take a checkpoint.
+fn prepare_checkpoint_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
+    if !dir.is_absolute() {
+        return Err("must be an absolute path".to_owned());
+    }
+    if dir
+        .components()
+        .any(|part| matches!(part, Component::CurDir | Component::ParentDir))
+    {
+        return Err("must not contain `..`; name the folder directly".to_owned());
+    }
+    match std::fs::symlink_metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {
+            let mut entries = std::fs::read_dir(dir).map_err(|error| error.to_string())?;
+            return match entries.next() {
+                None => Ok(None),
+                Some(_) => Err(
+                    "is not empty; checkpoint into a new or empty folder, so criu's \
+                                files do not mix with others"
+                        .to_owned(),
+                ),
+            };
+        }
+        Ok(_) => return Err("exists and is not a folder".to_owned()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(format!("cannot be read: {error}")),
+    }
+    let highest_missing = dir
+        .ancestors()
+        .take_while(|folder| !folder.exists())
+        .last()
+        .map(Path::to_owned);
+    std::fs::create_dir_all(dir).map_err(|error| format!("cannot be made: {error}"))?;
+    Ok(highest_missing)
+}
+
+/// Removes the folders [`prepare_checkpoint_dir`] made, after a checkpoint that failed.
+fn remove_made_dir(made: Option<&Path>) {
+    let Some(made) = made else {
+        return;
+    };
+    if let Err(error) = std::fs::remove_dir_all(made) {
+        tracing::warn!(path = %made.display(), %error, "cannot remove the folder of a failed checkpoint");
     }
 }
 

@@ -208,13 +208,14 @@ impl Task {
         .await
     }
 
-    /// Checkpoints the running task into `dir` (made if missing, never removed by keel),
-    /// leaving it running unless `exit` is set. Nothing is stored in containerd.
+    /// Checkpoints the running task into `dir`, leaving it running unless `exit` is set.
+    /// Nothing is stored in containerd. `dir` must be a new or empty folder; keel makes it when
+    /// missing, removes it again when the checkpoint fails, and never removes it afterwards.
     ///
     /// # Errors
     ///
-    /// Returns invalid argument for a relative folder, failed precondition for a stopped task,
-    /// or containerd's or criu's error.
+    /// Returns invalid argument for a relative folder, one with `..` in it, or one that holds
+    /// files; failed precondition for a stopped task; or containerd's or criu's error.
     pub async fn checkpoint(&self, dir: &Path, exit: bool) -> Result<(), Error> {
         let dir = dir.to_owned();
         self.ask(Operation::Checkpoint, |reply| ContainerMsg::Checkpoint {
