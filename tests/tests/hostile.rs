@@ -364,6 +364,43 @@ async fn odd_checkpoint_folders_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_without_output_rejected() {
+    let harness = Harness::start().await;
+    let stdin_only = StdioRequest {
+        stdin: true,
+        ..StdioRequest::default()
+    };
+    let container = harness
+        .client
+        .create_container("deaf", harness.spec(&["sleep", "1000"]))
+        .await
+        .expect("create");
+    let error = container
+        .start_task(stdin_only)
+        .await
+        .expect_err("task with stdin alone");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(error.to_string().contains("stdin"), "{error}");
+    assert!(harness.containerd_tasks().is_empty(), "no task made");
+
+    let task = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start without stdio");
+    let error = task
+        .exec("reader", exec_process(["cat"]), stdin_only)
+        .await
+        .expect_err("exec with stdin alone");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(task.processes().await.expect("processes").len() == 1);
+    container
+        .force_delete(Duration::from_secs(10))
+        .await
+        .expect("force delete");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_unknown_containers_counted_and_dropped() {
     let harness = Harness::start().await;
     // Another client of the same namespace runs a container keel does not track.

@@ -36,6 +36,7 @@ const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/
 
 impl ContainerState {
     pub(crate) async fn exec(&mut self, request: CreateExec) -> Result<ProcessIo, Error> {
+        request.stdio.check()?;
         let process = ProcessId::Exec(request.exec_id.clone());
         let Some(task) = self.task.as_ref() else {
             return Err(self.no_task(Operation::Exec));

@@ -18,18 +18,42 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use keel_types::Error;
+
 use crate::folders::ensure_private_dir;
 use crate::process::ProcessState;
 
 /// The stdio streams a process gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StdioRequest {
-    /// Gives the process a stdin stream.
+    /// Gives the process a stdin stream; needs `output` or `terminal` as well.
     pub stdin: bool,
     /// Captures stdout and stderr; containerd's shim accepts both or neither.
     pub output: bool,
     /// Runs the process on a pseudo-terminal: one output stream, no stderr.
     pub terminal: bool,
+}
+
+impl StdioRequest {
+    /// Rejects stdin without output. containerd 1.6's runc shim stalls on such a process: its
+    /// start times out, and the shim then stops answering for the whole task.
+    ///
+    /// # Errors
+    ///
+    /// Returns invalid argument naming the request.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.stdin && !self.output && !self.terminal {
+            return Err(Error::InvalidArgument {
+                field: "stdio",
+                value: format!("{self:?}"),
+                reason: "stdin needs output or a terminal too, because containerd's runc shim \
+                         stalls a process that has stdin alone; request output as well, and \
+                         drop the output streams if they are not wanted"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The caller's ends of a process's stdio.

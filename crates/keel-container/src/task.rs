@@ -217,6 +217,7 @@ impl ContainerState {
         &mut self,
         request: CreateTask,
     ) -> Result<(ProcessIo, u32), Error> {
+        request.stdio.check()?;
         let operation = match request.restore_from {
             Some(_) => Operation::Restore,
             None => Operation::CreateTask,
