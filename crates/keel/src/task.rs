@@ -169,8 +169,11 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns failed precondition for a stopped task, or containerd's error.
+    /// Returns invalid argument for a limit the kernel would refuse (a memory size below -1, a
+    /// CPU period outside 1000 to 1000000 µs, a CPU quota below 1000 µs other than -1), failed
+    /// precondition for a stopped task, or containerd's error.
     pub async fn update(&self, resources: oci_spec::runtime::LinuxResources) -> Result<(), Error> {
+        crate::validate::check_resources(&resources)?;
         self.ask(Operation::Update, |reply| {
             ContainerMsg::Update(Box::new(resources), reply)
         })

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use keel_types::Error;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::client::Limits;
 
@@ -64,19 +64,94 @@ fn check_linux(spec: &Spec) -> Result<(), Error> {
             "must not contain `..`; give a path below the cgroup root, such as /namespace/id",
         ));
     }
-    let memory_limit = linux
-        .resources()
-        .as_ref()
-        .and_then(|resources| resources.memory().as_ref())
-        .and_then(|memory| memory.limit());
-    if let Some(limit) = memory_limit
-        && limit < -1
-    {
-        return Err(invalid(
-            "spec.linux.resources.memory.limit",
-            limit.to_string(),
-            "must be a number of bytes, or -1 for no limit",
-        ));
+    match linux.resources() {
+        Some(resources) => check_resources_with(resources, &SPEC_RESOURCE_FIELDS),
+        None => Ok(()),
+    }
+}
+
+/// The names of the checked resource fields, as the error names them.
+struct ResourceFields {
+    memory_limit: &'static str,
+    memory_reservation: &'static str,
+    memory_swap: &'static str,
+    cpu_quota: &'static str,
+    cpu_period: &'static str,
+}
+
+const SPEC_RESOURCE_FIELDS: ResourceFields = ResourceFields {
+    memory_limit: "spec.linux.resources.memory.limit",
+    memory_reservation: "spec.linux.resources.memory.reservation",
+    memory_swap: "spec.linux.resources.memory.swap",
+    cpu_quota: "spec.linux.resources.cpu.quota",
+    cpu_period: "spec.linux.resources.cpu.period",
+};
+
+const UPDATE_RESOURCE_FIELDS: ResourceFields = ResourceFields {
+    memory_limit: "resources.memory.limit",
+    memory_reservation: "resources.memory.reservation",
+    memory_swap: "resources.memory.swap",
+    cpu_quota: "resources.cpu.quota",
+    cpu_period: "resources.cpu.period",
+};
+
+/// The CPU period bounds of the kernel's CFS bandwidth control, in microseconds.
+const CPU_PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+
+/// The smallest CPU quota the kernel accepts, in microseconds.
+const MIN_CPU_QUOTA_US: i64 = 1_000;
+
+/// Checks the resource limits of a task update against the rules the kernel enforces.
+///
+/// # Errors
+///
+/// Returns invalid argument naming the first field that breaks its rule.
+pub(crate) fn check_resources(resources: &LinuxResources) -> Result<(), Error> {
+    check_resources_with(resources, &UPDATE_RESOURCE_FIELDS)
+}
+
+fn check_resources_with(resources: &LinuxResources, fields: &ResourceFields) -> Result<(), Error> {
+    if let Some(memory) = resources.memory() {
+        let byte_counts = [
+            (fields.memory_limit, memory.limit()),
+            (fields.memory_reservation, memory.reservation()),
+            (fields.memory_swap, memory.swap()),
+        ];
+        for (field, value) in byte_counts {
+            if let Some(value) = value
+                && value < -1
+            {
+                return Err(invalid(
+                    field,
+                    value.to_string(),
+                    "must be a number of bytes, or -1 for no limit",
+                ));
+            }
+        }
+    }
+    if let Some(cpu) = resources.cpu() {
+        // runc leaves a value of 0 unchanged.
+        if let Some(period) = cpu.period()
+            && period != 0
+            && !CPU_PERIOD_US.contains(&period)
+        {
+            return Err(invalid(
+                fields.cpu_period,
+                period.to_string(),
+                "must be from 1000 to 1000000 microseconds, the kernel's bounds",
+            ));
+        }
+        if let Some(quota) = cpu.quota()
+            && quota != 0
+            && quota != -1
+            && quota < MIN_CPU_QUOTA_US
+        {
+            return Err(invalid(
+                fields.cpu_quota,
+                quota.to_string(),
+                "must be at least 1000 microseconds, or -1 for no limit",
+            ));
+        }
     }
     Ok(())
 }
@@ -309,6 +384,52 @@ mod tests {
             .build();
         let error = check_spec(&spec).expect_err("negative limit");
         assert!(error.to_string().contains("memory.limit"), "{error}");
+    }
+
+    #[test]
+    fn resource_updates_the_kernel_refuses_rejected() {
+        use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+        let memory = |limit: i64| {
+            LinuxResourcesBuilder::default()
+                .memory(
+                    LinuxMemoryBuilder::default()
+                        .limit(limit)
+                        .build()
+                        .expect("memory"),
+                )
+                .build()
+                .expect("resources")
+        };
+        let cpu = |quota: i64, period: u64| {
+            LinuxResourcesBuilder::default()
+                .cpu(
+                    LinuxCpuBuilder::default()
+                        .quota(quota)
+                        .period(period)
+                        .build()
+                        .expect("cpu"),
+                )
+                .build()
+                .expect("resources")
+        };
+        for (resources, field) in [
+            (memory(-5), "resources.memory.limit"),
+            (cpu(-7, 100_000), "resources.cpu.quota"),
+            (cpu(500, 100_000), "resources.cpu.quota"),
+            (cpu(50_000, 1), "resources.cpu.period"),
+            (cpu(50_000, 2_000_000), "resources.cpu.period"),
+        ] {
+            let error = check_resources(&resources).expect_err(field);
+            assert!(error.to_string().contains(field), "{error}");
+        }
+        for resources in [
+            memory(-1),
+            memory(64 << 20),
+            cpu(-1, 100_000),
+            cpu(50_000, 100_000),
+        ] {
+            check_resources(&resources).expect("accepted");
+        }
     }
 
     #[test]
