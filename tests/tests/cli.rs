@@ -996,6 +996,11 @@ async fn exec_errors_suggest_fitting_step() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let into_stopped = harness.run(&["exec", "ended", "--", "true"], None).await;
+    let image = harness.state_dir.join("ended-image");
+    let image_arg = image.to_string_lossy().into_owned();
+    let checkpoint_stopped = harness
+        .run(&["checkpoint", "ended", &image_arg], None)
+        .await;
     let missing_args = [
         "exec",
         "--exec-id",
@@ -1024,9 +1029,13 @@ async fn exec_errors_suggest_fitting_step() {
         Some(5),
         "{message}; ps: {stopped:?}"
     );
-    assert!(message.contains("has stopped"), "{message}");
+    assert_eq!(message.matches("has stopped").count(), 1, "{message}");
     assert!(message.contains("keel rm ended"), "{message}");
     assert!(!message.contains("keel stop"), "{message}");
+    let message = text(&checkpoint_stopped.stderr);
+    assert_eq!(checkpoint_stopped.status.code(), Some(5), "{message}");
+    assert_eq!(message.matches("has stopped").count(), 1, "{message}");
+    assert!(!image.exists(), "folder of a refused checkpoint made");
     assert!(!missing_first.status.success(), "{missing_first:?}");
     assert_eq!(
         missing_again.status.code(),

@@ -23,6 +23,9 @@ pub(crate) async fn load_task(
     }
 }
 
+/// What the hint for a stopped task starts with.
+const STOPPED: &str = "the task has stopped";
+
 /// Converts the error of a request on the container's task. When the task has stopped, it
 /// adds the next step for a stopped task, because the hint of the error's kind does not fit
 /// that case.
@@ -30,10 +33,16 @@ pub(crate) async fn task_error(container: &Container, error: keel::Error) -> Cli
     match task_status(container).await {
         Ok(ProcessStatus::Stopped(_)) => {
             let container_id = container.id();
+            // keel's own refusal of a request on a stopped task already says so.
+            let stopped = if error.to_string().ends_with(STOPPED) {
+                String::new()
+            } else {
+                format!("{STOPPED}: ")
+            };
             let hint = format!(
-                "the task has stopped: see its exit code with `keel ps`, then remove the \
-                 container with `keel rm {container_id}` and run it again with `keel run`, or \
-                 start a task from a checkpoint with `keel restore {container_id} DIR`"
+                "{stopped}see its exit code with `keel ps`, then remove the container with \
+                 `keel rm {container_id}` and run it again with `keel run`, or start a task \
+                 from a checkpoint with `keel restore {container_id} DIR`"
             );
             CliError::with_hint(error, hint)
         }
