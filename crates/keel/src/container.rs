@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_container::{ContainerMsg, CreateTask, ProcessIo, Registry, StdioRequest};
-use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, ProcessId, Target};
+use keel_container::{ContainerMsg, CreateTask, ProcessIo, ProcessRef, Registry, StdioRequest};
+use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, Target};
 use ractor::ActorRef;
 
 use crate::process::Process;
@@ -73,7 +73,7 @@ impl Container {
             stdio,
             restore_from: None,
         });
-        let (io, pid): (ProcessIo, u32) = self
+        let (io, init): (ProcessIo, ProcessRef) = self
             .ask(
                 Operation::CreateTask,
                 &self.target,
@@ -81,7 +81,7 @@ impl Container {
                 |reply| ContainerMsg::CreateTask(request_message, reply),
             )
             .await?;
-        Ok(Task::new(self.clone(), pid, io))
+        Ok(Task::new(self.clone(), init, io))
     }
 
     /// Creates a running task from a checkpoint in `dir`, written by [`Task::checkpoint`].
@@ -97,7 +97,7 @@ impl Container {
             stdio,
             restore_from: Some(dir.to_owned()),
         });
-        let (io, pid): (ProcessIo, u32) = self
+        let (io, init): (ProcessIo, ProcessRef) = self
             .ask(
                 Operation::Restore,
                 &self.target,
@@ -105,25 +105,25 @@ impl Container {
                 |reply| ContainerMsg::CreateTask(request_message, reply),
             )
             .await?;
-        Ok(Task::new(self.clone(), pid, io))
+        Ok(Task::new(self.clone(), init, io))
     }
 
-    /// Returns a handle on the container's task without stdio streams, for example after
-    /// [`crate::Client::load_container`].
+    /// Returns a handle on the container's current task without stdio streams, for example
+    /// after [`crate::Client::load_container`] or after the task was deleted and created again.
     ///
     /// # Errors
     ///
     /// Returns not found when the container has no task.
     pub async fn task(&self) -> Result<Task, Error> {
-        let pid = self
+        let init = self
             .ask(
                 Operation::Status,
                 &self.target,
                 self.context.call_timeout,
-                ContainerMsg::InitPid,
+                ContainerMsg::InitRef,
             )
             .await?;
-        Ok(Task::new(self.clone(), pid, ProcessIo::default()))
+        Ok(Task::new(self.clone(), init, ProcessIo::default()))
     }
 
     /// Reopens the stdio FIFOs of the running task and of its running exec processes, after
@@ -142,13 +142,13 @@ impl Container {
                 ContainerMsg::Attach,
             )
             .await?;
-        let (pid, io) = attached.init;
-        let task = Task::new(self.clone(), pid, io);
+        let (init, io) = attached.init;
+        let task = Task::new(self.clone(), init, io);
         let processes = attached
             .execs
             .into_iter()
-            .map(|(exec_id, pid, io)| Process::attached(self.clone(), exec_id, pid, io))
-            .collect();
+            .map(|(process, io)| Process::new(self.clone(), process, io))
+            .collect::<Result<_, _>>()?;
         Ok((task, processes))
     }
 
@@ -177,14 +177,7 @@ impl Container {
                 // below still succeeds once the process is gone.
                 let _ = tokio::time::timeout_at(deadline, task.wait()).await;
                 loop {
-                    let attempt = self
-                        .ask(
-                            Operation::DeleteTask,
-                            &self.target,
-                            self.context.call_timeout * 2,
-                            ContainerMsg::DeleteTask,
-                        )
-                        .await;
+                    let attempt = task.delete_ref().await;
                     match attempt {
                         Ok(_) => break,
                         Err(error) if error.kind() == ErrorKind::NotFound => break,
@@ -275,7 +268,7 @@ impl Container {
     /// actor that replaces it, which loads the process's state from containerd.
     pub(crate) async fn wait_for_exit(
         &self,
-        process: &ProcessId,
+        process: &ProcessRef,
         target: &Target,
     ) -> Result<ExitStatus, Error> {
         let mut actor = self.actor();
