@@ -880,3 +880,53 @@ async fn stale_task_handle_spares_new_task() {
     container.delete().await.expect("delete container");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_after_container_delete_returns_not_found() {
+    let harness = Harness::start().await;
+    for forced in [true, false] {
+        let id = format!("gone-{forced}");
+        let (container, task) = harness.run_detached(&id, &["sleep", "1000"]).await;
+        let mut exec = task
+            .exec(
+                "p",
+                exec_process(["sleep", "1000"]),
+                StdioRequest::default(),
+            )
+            .await
+            .expect("add exec");
+        exec.start().await.expect("start exec");
+        let task_handle = container.task().await.expect("second task handle");
+        if forced {
+            container
+                .force_delete(Duration::from_secs(10))
+                .await
+                .expect("force delete");
+        } else {
+            task.kill(SIGKILL, true).await.expect("kill task");
+            task.wait().await.expect("wait task");
+            task.delete().await.expect("delete task");
+            container.delete().await.expect("delete container");
+        }
+
+        let waits = async { tokio::join!(exec.wait(), task_handle.wait(), exec.kill(SIGKILL)) };
+        let (exec_wait, task_wait, exec_kill) = tokio::time::timeout(Duration::from_secs(1), waits)
+            .await
+            .unwrap_or_else(|_| panic!("{id}: requests after the delete took over 1 s"));
+        for (request, result) in [("exec wait", exec_wait), ("task wait", task_wait)] {
+            let error = result.expect_err(request);
+            assert_eq!(
+                error.kind(),
+                ErrorKind::NotFound,
+                "{id}: {request}: {error}"
+            );
+        }
+        let error = exec_kill.expect_err("exec kill");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::NotFound,
+            "{id}: exec kill: {error}"
+        );
+    }
+    harness.stop().await;
+}

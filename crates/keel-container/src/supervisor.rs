@@ -148,6 +148,8 @@ impl Actor for ContainersSupervisor {
                         .args
                         .registry
                         .record_successor(previous, actor.clone());
+                } else {
+                    state.args.registry.clear_replacing(previous);
                 }
             }
             SupervisorMsg::Create(container_id, request, reply) => {
@@ -359,8 +361,10 @@ impl Supervisor {
         error: &str,
     ) {
         tracing::error!(%container_id, %error, "container actor failed; restarting it");
+        self.args.registry.mark_replacing(failed);
         self.args.registry.remove_if_id(&container_id, failed);
         let Ok(actor) = self.spawn(myself, container_id.clone()).await else {
+            self.args.registry.clear_replacing(failed);
             return;
         };
         // Loading awaits containerd, so it runs in the new actor's mailbox, not here. It is
