@@ -615,7 +615,7 @@ async fn shim_killed_handles_return_reported_exits() {
     assert_eq!(shims.len(), 1, "{shims:?}");
 
     // containerd deletes the task of a dead shim, so keel drops the task before any handle
-    // asks for an exit.
+    // requests an exit.
     fixture.containerd.kill_shim(shims[0]).expect("kill shim");
     let is_deleted = |event: &Event| matches!(event, Event::Deleted { .. });
     let events = fixture
@@ -653,6 +653,39 @@ async fn shim_killed_handles_return_reported_exits() {
     assert_eq!(deleted.code, task_status.code);
     container.delete().await.expect("delete container");
     assert_eq!(fixture.settled_exits("reaped").await.len(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_after_shim_killed_names_stopped_task() {
+    let fixture = Fixture::start().await;
+    let (container, task) = fixture.run("shimless", "sleep 1000").await;
+    let shims = fixture.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    let process = keel::spec::exec_process(["true"]);
+    let error = match task.exec("late", process, StdioRequest::default()).await {
+        Ok(mut exec) => exec
+            .start()
+            .await
+            .expect_err("start exec after the shim died"),
+        Err(error) => error,
+    };
+    // Before containerd drops the task, the shim's closed connection fails the exec. After
+    // that, keel has dropped the task and returns not found.
+    let kinds = [ErrorKind::FailedPrecondition, ErrorKind::NotFound];
+    assert!(kinds.contains(&error.kind()), "{error:?}");
+
+    let is_deleted = |event: &Event| matches!(event, Event::Deleted { .. });
+    fixture
+        .recorder
+        .wait_for("shimless", Duration::from_secs(5), |events| {
+            events.iter().any(is_deleted)
+        })
+        .await;
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
     fixture.stop().await;
 }
 

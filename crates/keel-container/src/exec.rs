@@ -224,7 +224,9 @@ impl ContainerState {
     }
 
     /// Returns true when the init process has exited or exits within [`INIT_EXIT_GRACE`]:
-    /// the shim may record an exit a moment after runc saw the process die.
+    /// the shim may record an exit a moment after runc saw the process die. When the wait
+    /// itself fails, as it does once the task's shim died, containerd's status of the task
+    /// decides: containerd 1.6.20 returns not found for a task whose shim is gone.
     async fn init_has_exited(&self) -> bool {
         let request = WaitRequest {
             container_id: self.container_id.to_string(),
@@ -234,7 +236,12 @@ impl ContainerState {
         let wait = tasks.wait(request);
         match call_with_deadline(Operation::Wait, &self.target, INIT_EXIT_GRACE, wait).await {
             Ok(_) => true,
-            Err(error) => error.kind() == ErrorKind::NotFound,
+            Err(error) if error.kind() == ErrorKind::NotFound => true,
+            Err(error) if error.kind() == ErrorKind::TimedOut => false,
+            Err(_) => match self.status(&ProcessId::Init).await {
+                Ok(status) => matches!(status, ProcessStatus::Stopped(_)),
+                Err(error) => error.kind() == ErrorKind::NotFound,
+            },
         }
     }
 
