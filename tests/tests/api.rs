@@ -829,3 +829,178 @@ async fn container_limit_holds_under_concurrent_creates() {
     client.shutdown(Duration::from_secs(5)).await;
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_exec_handle_spares_reused_id() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("reuse", &["sleep", "1000"]).await;
+    let mut old = task
+        .exec(
+            "job",
+            exec_process(["sh", "-c", "exit 1"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("add first exec");
+    old.start().await.expect("start first exec");
+    assert_eq!(old.wait().await.expect("wait first exec").code, 1);
+    let mut new = task
+        .exec(
+            "job",
+            exec_process(["sleep", "1000"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("add second exec with the same id");
+    new.start().await.expect("start second exec");
+
+    let kill = old
+        .kill(SIGKILL)
+        .await
+        .expect_err("kill through the old handle");
+    assert_eq!(kill.kind(), ErrorKind::NotFound, "{kill}");
+    let status = old
+        .status()
+        .await
+        .expect_err("status through the old handle");
+    assert_eq!(status.kind(), ErrorKind::NotFound, "{status}");
+    let resize = old
+        .resize(80, 24)
+        .await
+        .expect_err("resize through the old handle");
+    assert_eq!(resize.kind(), ErrorKind::NotFound, "{resize}");
+    let old_wait = old.wait().await.expect("wait through the old handle");
+    assert_eq!(old_wait.code, 1);
+    let old_delete = old.delete().await.expect("delete through the old handle");
+    assert_eq!(old_delete.code, 1);
+
+    let still_running = tokio::time::timeout(Duration::from_millis(500), new.wait()).await;
+    assert!(
+        still_running.is_err(),
+        "second exec ended: {still_running:?}"
+    );
+    assert_eq!(
+        new.status().await.expect("status of second exec"),
+        ProcessStatus::Running
+    );
+    new.kill(SIGKILL).await.expect("kill second exec");
+    assert_eq!(
+        new.wait().await.expect("wait second exec").code,
+        128 + SIGKILL
+    );
+    task.kill(SIGKILL, true).await.expect("kill task");
+    task.wait().await.expect("wait task");
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_task_handle_spares_new_task() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("again", &["sleep", "1000"]).await;
+    let old = container
+        .task()
+        .await
+        .expect("second handle on the first task");
+    task.kill(SIGKILL, true).await.expect("kill first task");
+    let first_exit = task.wait().await.expect("wait first task").code;
+    assert_eq!(first_exit, 128 + SIGKILL);
+    task.delete().await.expect("delete first task");
+    let new = container
+        .start_task(StdioRequest::default())
+        .await
+        .expect("start second task");
+
+    let kill = old
+        .kill(SIGKILL, true)
+        .await
+        .expect_err("kill through the old handle");
+    assert_eq!(kill.kind(), ErrorKind::NotFound, "{kill}");
+    let status = old
+        .status()
+        .await
+        .expect_err("status through the old handle");
+    assert_eq!(status.kind(), ErrorKind::NotFound, "{status}");
+    let pause = old.pause().await.expect_err("pause through the old handle");
+    assert_eq!(pause.kind(), ErrorKind::NotFound, "{pause}");
+    let exec = old
+        .exec("probe", exec_process(["true"]), StdioRequest::default())
+        .await
+        .expect_err("exec through the old handle");
+    assert_eq!(exec.kind(), ErrorKind::NotFound, "{exec}");
+    assert_eq!(
+        old.wait().await.expect("wait through the old handle").code,
+        first_exit
+    );
+    assert_eq!(
+        old.delete()
+            .await
+            .expect("delete through the old handle")
+            .code,
+        first_exit
+    );
+
+    assert_eq!(
+        new.status().await.expect("status of second task"),
+        ProcessStatus::Running
+    );
+    new.kill(SIGKILL, true).await.expect("kill second task");
+    assert_eq!(
+        new.wait().await.expect("wait second task").code,
+        128 + SIGKILL
+    );
+    new.delete().await.expect("delete second task");
+    container.delete().await.expect("delete container");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_after_container_delete_returns_not_found() {
+    let harness = Harness::start().await;
+    for forced in [true, false] {
+        let id = format!("gone-{forced}");
+        let (container, task) = harness.run_detached(&id, &["sleep", "1000"]).await;
+        let mut exec = task
+            .exec(
+                "p",
+                exec_process(["sleep", "1000"]),
+                StdioRequest::default(),
+            )
+            .await
+            .expect("add exec");
+        exec.start().await.expect("start exec");
+        let task_handle = container.task().await.expect("second task handle");
+        if forced {
+            container
+                .force_delete(Duration::from_secs(10))
+                .await
+                .expect("force delete");
+        } else {
+            task.kill(SIGKILL, true).await.expect("kill task");
+            task.wait().await.expect("wait task");
+            task.delete().await.expect("delete task");
+            container.delete().await.expect("delete container");
+        }
+
+        let waits = async { tokio::join!(exec.wait(), task_handle.wait(), exec.kill(SIGKILL)) };
+        let (exec_wait, task_wait, exec_kill) = tokio::time::timeout(Duration::from_secs(1), waits)
+            .await
+            .unwrap_or_else(|_| panic!("{id}: requests after the delete took over 1 s"));
+        for (request, result) in [("exec wait", exec_wait), ("task wait", task_wait)] {
+            let error = result.expect_err(request);
+            assert_eq!(
+                error.kind(),
+                ErrorKind::NotFound,
+                "{id}: {request}: {error}"
+            );
+        }
+        let error = exec_kill.expect_err("exec kill");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::NotFound,
+            "{id}: exec kill: {error}"
+        );
+    }
+    harness.stop().await;
+}

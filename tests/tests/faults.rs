@@ -223,14 +223,14 @@ fn assert_exit_code(exit: &Exit, code: u32, lost: bool) {
 }
 
 /// Checks what deleting a task whose process exited while containerd was down returned: its
-/// real code, or with a containerd that `lost` such exits not found, because containerd
-/// already deleted the task.
+/// real code, or with a containerd that `lost` such exits the synthetic exit keel reported
+/// when it found the task deleted.
 fn assert_deleted_code(deleted: Result<ExitStatus, keel::Error>, code: u32, lost: bool) {
-    match deleted {
-        Ok(status) => assert_eq!(status.code, code),
-        Err(error) if lost => assert_eq!(error.kind(), ErrorKind::NotFound, "{error}"),
-        Err(error) => panic!("delete task: {error}"),
+    let status = deleted.unwrap_or_else(|error| panic!("delete task: {error}"));
+    if lost && status.code == SyntheticReason::EXIT_CODE {
+        return;
     }
+    assert_eq!(status.code, code);
 }
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -591,6 +591,101 @@ async fn shim_killed_reports_one_exit() {
     }
     container.delete().await.expect("delete container");
     assert_eq!(fixture.settled_exits("orphan").await.len(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shim_killed_handles_return_reported_exits() {
+    let fixture = Fixture::start().await;
+    let (container, task) = fixture.run("reaped", "sleep 1000").await;
+    let mut execs = Vec::new();
+    for index in 0..2 {
+        let process = keel::spec::exec_process(["sleep", "1000"]);
+        let exec_id = format!("sleeper-{index}");
+        let mut exec = task
+            .exec(&exec_id, process, StdioRequest::default())
+            .await
+            .unwrap_or_else(|error| panic!("add {exec_id}: {error}"));
+        exec.start()
+            .await
+            .unwrap_or_else(|error| panic!("start {exec_id}: {error}"));
+        execs.push(exec);
+    }
+    let shims = fixture.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    // containerd deletes the task of a dead shim, so keel drops the task before any handle
+    // requests an exit.
+    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    let is_deleted = |event: &Event| matches!(event, Event::Deleted { .. });
+    let events = fixture
+        .recorder
+        .wait_for("reaped", Duration::from_secs(5), |events| {
+            events.iter().any(is_deleted)
+        })
+        .await;
+    assert!(events.iter().any(is_deleted), "no delete event: {events:?}");
+    let init_exits = fixture.settled_exits("reaped").await;
+    assert_eq!(init_exits.len(), 1, "{init_exits:?}");
+
+    let task_status = task
+        .wait()
+        .await
+        .expect("task wait after the task was dropped");
+    assert_eq!(task_status.code, init_exits[0].code);
+    for exec in &execs {
+        let process = ProcessId::Exec(exec.exec_id().clone());
+        let reported = fixture.recorder.exits_of("reaped", &process);
+        assert_eq!(reported.len(), 1, "{process}: {reported:?}");
+        let Event::Exited { status, .. } = &reported[0] else {
+            panic!("{process}: not an exit: {reported:?}");
+        };
+        let waited = exec
+            .wait()
+            .await
+            .unwrap_or_else(|error| panic!("{process}: wait after the task was dropped: {error}"));
+        assert_eq!(waited.code, status.code, "{process}");
+    }
+    let deleted = task
+        .delete()
+        .await
+        .expect("delete of a task containerd removed");
+    assert_eq!(deleted.code, task_status.code);
+    container.delete().await.expect("delete container");
+    assert_eq!(fixture.settled_exits("reaped").await.len(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_after_shim_killed_names_stopped_task() {
+    let fixture = Fixture::start().await;
+    let (container, task) = fixture.run("shimless", "sleep 1000").await;
+    let shims = fixture.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    let process = keel::spec::exec_process(["true"]);
+    let error = match task.exec("late", process, StdioRequest::default()).await {
+        Ok(mut exec) => exec
+            .start()
+            .await
+            .expect_err("start exec after the shim died"),
+        Err(error) => error,
+    };
+    // Before containerd drops the task, the shim's closed connection fails the exec. After
+    // that, keel has dropped the task and returns not found.
+    let kinds = [ErrorKind::FailedPrecondition, ErrorKind::NotFound];
+    assert!(kinds.contains(&error.kind()), "{error:?}");
+
+    let is_deleted = |event: &Event| matches!(event, Event::Deleted { .. });
+    fixture
+        .recorder
+        .wait_for("shimless", Duration::from_secs(5), |events| {
+            events.iter().any(is_deleted)
+        })
+        .await;
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
     fixture.stop().await;
 }
 

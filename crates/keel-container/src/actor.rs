@@ -28,6 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::Delivery;
+use crate::process::{ProcessRef, RetiredProcesses};
 use crate::stdio::{ProcessIo, StdioRequest};
 use crate::task::{TaskState, is_unanswered};
 use crate::{Backend, Registry, RuncOptions, Runtime, SupervisorMsg};
@@ -67,16 +68,22 @@ pub struct CreateExec {
 }
 
 /// The caller's stdio ends of a task's processes, reopened after an engine restart.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Attached {
-    /// The init process's pid and streams.
-    pub init: (u32, ProcessIo),
-    /// The exec id, pid and streams of each running exec process.
-    pub execs: Vec<(ExecId, u32, ProcessIo)>,
+    /// The init process's reference and streams.
+    pub init: (ProcessRef, ProcessIo),
+    /// The reference and streams of each running exec process.
+    pub execs: Vec<(ProcessRef, ProcessIo)>,
 }
 
 /// Messages a container actor handles. Each request carries its reply port; the reply holds
 /// the request's result, and the actor itself keeps running whatever the result.
+///
+/// A request from a handle carries the [`ProcessRef`] of the process the handle was made for,
+/// the init process's for a task handle. When keel no longer tracks that process, because a
+/// newer process took its exec id or the container's task was deleted, the request returns not
+/// found and never reaches the newer process. A wait or delete then returns the process's
+/// recorded exit while keel still remembers it.
 #[derive(Debug)]
 pub enum ContainerMsg {
     /// Creates the container record in containerd and the bundle folder; replies with the
@@ -87,26 +94,27 @@ pub enum ContainerMsg {
     /// the actor it spawned for a load, before anyone else can reach that actor.
     Load(Box<ContainerRecord>, Reply<ActorRef<ContainerMsg>>),
     /// Creates the task, fresh or restored from a checkpoint; replies with the caller's stdio
-    /// ends and the init process's pid.
-    CreateTask(Box<CreateTask>, Reply<(ProcessIo, u32)>),
-    /// Starts the created task; on failure kills and deletes it.
-    StartTask(Reply<u32>),
+    /// ends and the init process's reference.
+    CreateTask(Box<CreateTask>, Reply<(ProcessIo, ProcessRef)>),
+    /// Starts the created task; on failure kills and deletes it. Replies with the pid.
+    StartTask(ProcessRef, Reply<u32>),
     /// Reopens the FIFOs of a running task and its execs for the caller.
     Attach(Reply<Attached>),
-    /// Replies with the init process's pid, for a handle on a task keel already tracks.
-    InitPid(Reply<u32>),
-    /// Adds an exec process and its FIFOs; replies with the caller's stdio ends.
-    Exec(Box<CreateExec>, Reply<ProcessIo>),
-    /// Starts an added exec process; on failure deletes it and its FIFOs.
-    StartExec(ExecId, Reply<u32>),
+    /// Replies with the init process's reference, for a handle on the task keel tracks now.
+    InitRef(Reply<ProcessRef>),
+    /// Adds an exec process and its FIFOs to the task of the init reference; replies with the
+    /// caller's stdio ends and the exec's reference.
+    Exec(ProcessRef, Box<CreateExec>, Reply<(ProcessIo, ProcessRef)>),
+    /// Starts an added exec process; on failure deletes it and its FIFOs. Replies with the pid.
+    StartExec(ProcessRef, Reply<u32>),
     /// Deletes an exited exec process; replies with its exit status.
-    DeleteExec(ExecId, Reply<ExitStatus>),
+    DeleteExec(ProcessRef, Reply<ExitStatus>),
     /// Replies with the exit status of a process once it exited and its output is drained.
-    Wait(ProcessId, Reply<ExitStatus>),
+    Wait(ProcessRef, Reply<ExitStatus>),
     /// Sends a signal to a process, or to every process of the task when `all` is set.
     Kill {
         /// The process to signal.
-        process: ProcessId,
+        process: ProcessRef,
         /// The signal number.
         signal: u32,
         /// Signals every process in the container.
@@ -115,11 +123,11 @@ pub enum ContainerMsg {
         reply: Reply<()>,
     },
     /// Closes a process's stdin, now or as soon as the process exists in the shim.
-    CloseStdin(ProcessId, Reply<()>),
+    CloseStdin(ProcessRef, Reply<()>),
     /// Resizes a process's pseudo-terminal.
     Resize {
         /// The process on the terminal.
-        process: ProcessId,
+        process: ProcessRef,
         /// Columns.
         width: u32,
         /// Rows.
@@ -127,20 +135,26 @@ pub enum ContainerMsg {
         /// The reply port.
         reply: Reply<()>,
     },
-    /// Freezes every process of the task.
-    Pause(Reply<()>),
-    /// Thaws a paused task.
-    Resume(Reply<()>),
-    /// Changes the task's resource limits.
-    Update(Box<oci_spec::runtime::LinuxResources>, Reply<()>),
-    /// Replies with the task's cgroup statistics.
-    Stats(Reply<Stats>),
-    /// Replies with the task's processes.
-    Processes(Reply<Vec<ProcessInfo>>),
+    /// Freezes every process of the task of the init reference.
+    Pause(ProcessRef, Reply<()>),
+    /// Thaws the paused task of the init reference.
+    Resume(ProcessRef, Reply<()>),
+    /// Changes the resource limits of the task of the init reference.
+    Update(
+        ProcessRef,
+        Box<oci_spec::runtime::LinuxResources>,
+        Reply<()>,
+    ),
+    /// Replies with the cgroup statistics of the task of the init reference.
+    Stats(ProcessRef, Reply<Stats>),
+    /// Replies with the processes of the task of the init reference.
+    Processes(ProcessRef, Reply<Vec<ProcessInfo>>),
     /// Replies with a process's state as containerd reports it.
-    Status(ProcessId, Reply<ProcessStatus>),
+    Status(ProcessRef, Reply<ProcessStatus>),
     /// Checkpoints the running task into `dir`, leaving it running unless `exit` is set.
     Checkpoint {
+        /// The init process of the task.
+        task: ProcessRef,
         /// The new or empty folder criu writes the image to; made if missing.
         dir: PathBuf,
         /// Stops the task after the checkpoint.
@@ -148,8 +162,9 @@ pub enum ContainerMsg {
         /// The reply port.
         reply: Reply<()>,
     },
-    /// Deletes the stopped task and its FIFOs; replies with the init process's exit status.
-    DeleteTask(Reply<ExitStatus>),
+    /// Deletes the stopped task of the init reference and its FIFOs; replies with the init
+    /// process's exit status.
+    DeleteTask(ProcessRef, Reply<ExitStatus>),
     /// Deletes the container record and the bundle folder, then stops the actor.
     Delete(Reply<()>),
     /// An event from containerd's stream, routed by the event actor.
@@ -230,6 +245,8 @@ pub struct ContainerState {
     pub(crate) criu_runs: u64,
     /// Set once the exec limit was hit and logged, so the log shows it once.
     pub(crate) exec_limit_logged: bool,
+    /// The exits of processes that keel no longer tracks but whose handles may still request.
+    pub(crate) retired: RetiredProcesses,
     /// Out-of-memory kills reported for the current task. It lives here, not in the task's
     /// state, so a repeat that arrives after the task was deleted is still recognized.
     pub(crate) oom_reported: u64,
@@ -270,6 +287,7 @@ impl Actor for ContainerActor {
             task_delete_confirmed: false,
             criu_runs: 0,
             exec_limit_logged: false,
+            retired: RetiredProcesses::default(),
             oom_reported: 0,
         })
     }
@@ -328,27 +346,35 @@ async fn dispatch(
         ContainerMsg::CreateTask(request, reply) => {
             let _ = reply.send(container.create_task(*request).await);
         }
-        ContainerMsg::StartTask(reply) => {
-            let _ = reply.send(container.start_task(&myself).await);
+        ContainerMsg::StartTask(task, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::StartTask)?;
+                container.start_task(&myself).await
+            };
+            let _ = reply.send(result.await);
         }
         ContainerMsg::Attach(reply) => {
             let _ = reply.send(container.attach().await);
         }
-        ContainerMsg::InitPid(reply) => {
-            let result = container.adopt_untracked_task().await.and_then(|()| {
-                let pid = container.task.as_ref().and_then(|task| task.init.pid);
-                pid.ok_or_else(|| container.no_task(Operation::Status))
-            });
-            let _ = reply.send(result);
+        ContainerMsg::InitRef(reply) => {
+            let _ = reply.send(container.init_ref().await);
         }
-        ContainerMsg::Exec(request, reply) => {
-            let _ = reply.send(container.exec(*request).await);
+        ContainerMsg::Exec(task, request, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::Exec)?;
+                container.exec(*request).await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::StartExec(exec_id, reply) => {
-            let _ = reply.send(container.start_exec(exec_id).await);
+        ContainerMsg::StartExec(process, reply) => {
+            let result = async {
+                container.check_handle(&process, Operation::StartExec)?;
+                container.start_exec(&process).await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::DeleteExec(exec_id, reply) => {
-            let _ = reply.send(container.delete_exec(&exec_id).await);
+        ContainerMsg::DeleteExec(process, reply) => {
+            let _ = reply.send(container.delete_exec(&process).await);
         }
         ContainerMsg::Wait(process, reply) => container.wait(&process, reply),
         ContainerMsg::Kill {
@@ -357,7 +383,11 @@ async fn dispatch(
             all,
             reply,
         } => {
-            let _ = reply.send(container.kill(&process, signal, all).await);
+            let result = async {
+                container.check_handle(&process, Operation::Kill)?;
+                container.kill(&process.process, signal, all).await
+            };
+            let _ = reply.send(result.await);
         }
         ContainerMsg::CloseStdin(process, reply) => {
             let _ = reply.send(container.close_stdin(&process).await);
@@ -368,31 +398,68 @@ async fn dispatch(
             height,
             reply,
         } => {
-            let _ = reply.send(container.resize(&process, width, height).await);
+            let result = async {
+                container.check_handle(&process, Operation::Resize)?;
+                container.resize(&process.process, width, height).await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::Pause(reply) => {
-            let _ = reply.send(container.pause().await);
+        ContainerMsg::Pause(task, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::Pause)?;
+                container.pause().await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::Resume(reply) => {
-            let _ = reply.send(container.resume().await);
+        ContainerMsg::Resume(task, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::Resume)?;
+                container.resume().await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::Update(resources, reply) => {
-            let _ = reply.send(container.update(&resources).await);
+        ContainerMsg::Update(task, resources, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::Update)?;
+                container.update(&resources).await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::Stats(reply) => {
-            let _ = reply.send(container.stats().await);
+        ContainerMsg::Stats(task, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::Stats)?;
+                container.stats().await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::Processes(reply) => {
-            let _ = reply.send(container.processes().await);
+        ContainerMsg::Processes(task, reply) => {
+            let result = async {
+                container.check_handle(&task, Operation::ListProcesses)?;
+                container.processes().await
+            };
+            let _ = reply.send(result.await);
         }
         ContainerMsg::Status(process, reply) => {
-            let _ = reply.send(container.status(&process).await);
+            let result = async {
+                container.check_handle(&process, Operation::Status)?;
+                container.status(&process.process).await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::Checkpoint { dir, exit, reply } => {
-            let _ = reply.send(container.checkpoint(&dir, exit).await);
+        ContainerMsg::Checkpoint {
+            task,
+            dir,
+            exit,
+            reply,
+        } => {
+            let result = async {
+                container.check_handle(&task, Operation::Checkpoint)?;
+                container.checkpoint(&dir, exit).await
+            };
+            let _ = reply.send(result.await);
         }
-        ContainerMsg::DeleteTask(reply) => {
-            let _ = reply.send(container.delete_task().await);
+        ContainerMsg::DeleteTask(task, reply) => {
+            let _ = reply.send(container.delete_task_of(&task).await);
         }
         ContainerMsg::Delete(reply) => {
             let result = container.delete().await;

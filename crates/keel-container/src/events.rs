@@ -393,6 +393,7 @@ impl ContainerState {
             return;
         };
         remove_fifos_in(&self.bundle_dir);
+        self.retire_task(&task);
         for (exec_id, mut exec) in task.execs.drain() {
             let process = ProcessId::Exec(exec_id);
             exec.fail_waiters(|| {

@@ -1,8 +1,9 @@
 //! Exec processes of the container actor.
 //!
 //! An exec id is taken while its process lives. After the exit is reported, keel deletes the
-//! process from containerd and removes its FIFOs, so the id can be used again; the exit
-//! status stays known for `wait` and `delete` until the id is reused.
+//! process from containerd and removes its FIFOs, so the id can be used again. The exit status
+//! stays known for the handle's `wait` and `delete`, also after the id is used again, until
+//! the bounded records of deleted and retired processes forget it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -16,7 +17,7 @@ use keel_types::{
 };
 
 use crate::actor::{ContainerState, CreateExec, system_time};
-use crate::process::ProcessState;
+use crate::process::{ProcessRef, ProcessState};
 use crate::stdio::{FifoSet, ProcessIo};
 use crate::task::TaskState;
 
@@ -35,7 +36,10 @@ static DELETIONS: AtomicU64 = AtomicU64::new(0);
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 impl ContainerState {
-    pub(crate) async fn exec(&mut self, request: CreateExec) -> Result<ProcessIo, Error> {
+    pub(crate) async fn exec(
+        &mut self,
+        request: CreateExec,
+    ) -> Result<(ProcessIo, ProcessRef), Error> {
         request.stdio.check()?;
         let process = ProcessId::Exec(request.exec_id.clone());
         let Some(task) = self.task.as_ref() else {
@@ -74,7 +78,7 @@ impl ContainerState {
         let prefix = format!("exec.{}", request.exec_id);
         let fifos = FifoSet::create(&self.bundle_dir, &prefix, request.stdio)
             .map_err(|source| self.io_error(Operation::Exec, source))?;
-        let state = ProcessState::new(fifos.clone());
+        let state = ProcessState::created(fifos.clone());
         let io = match fifos.open(&state) {
             Ok(io) => io,
             Err(source) => {
@@ -102,10 +106,20 @@ impl ContainerState {
         {
             drop(io);
             fifos.remove();
-            return Err(self.paused_error(&process, Operation::Exec, error).await);
+            return Err(self.exec_error(&process, Operation::Exec, error).await);
         }
         let mut state = state;
         state.mark_created(0);
+        let handle = state.handle_ref(process);
+        // The deleted exec that had this id leaves its exit for its own handles.
+        let replaced = self
+            .task
+            .as_ref()
+            .and_then(|task| task.execs.get(&request.exec_id))
+            .and_then(ProcessState::retire);
+        if let Some(replaced) = replaced {
+            self.retired.push(replaced);
+        }
         if let Some(task) = self.task.as_mut() {
             task.execs.insert(request.exec_id.clone(), state);
         }
@@ -113,15 +127,22 @@ impl ContainerState {
             exec_id: request.exec_id,
         };
         self.deliver(event, SystemTime::now()).await;
-        Ok(io)
+        Ok((io, handle))
     }
 
-    pub(crate) async fn start_exec(&mut self, exec_id: ExecId) -> Result<u32, Error> {
-        let process = ProcessId::Exec(exec_id.clone());
+    /// Starts the exec `handle` names, which the caller checked is tracked.
+    pub(crate) async fn start_exec(&mut self, handle: &ProcessRef) -> Result<u32, Error> {
+        let process = handle.process.clone();
+        let Some(exec_id) = process.exec_id().cloned() else {
+            return Err(self.rejected_for(
+                Operation::StartExec,
+                &process,
+                ErrorKind::InvalidArgument,
+                "the init process starts with its task; use Task::start",
+            ));
+        };
         let known = self
-            .task
-            .as_ref()
-            .and_then(|task| task.execs.get(&exec_id))
+            .process_of(handle)
             .is_some_and(|exec| !exec.deleted && !exec.has_started());
         if !known {
             return Err(self.rejected_for(
@@ -143,7 +164,7 @@ impl ContainerState {
             Ok(response) => response.pid,
             Err(error) => {
                 self.discard_exec(&exec_id).await;
-                return Err(self.exec_start_error(&process, error).await);
+                return Err(self.exec_error(&process, Operation::StartExec, error).await);
             }
         };
         let now = SystemTime::now();
@@ -159,17 +180,16 @@ impl ContainerState {
         Ok(pid)
     }
 
-    /// Turns the failed start of an exec into failed precondition when the task's init process
-    /// has stopped, the kind of an exec into a stopped task. runc 1.1 fails an exec racing its
-    /// container's exit with one of several messages (it cannot join the namespaces of a dead
-    /// process), all with gRPC code `Unknown`, so containerd's state decides, not the message.
-    async fn exec_start_error(&self, process: &ProcessId, error: Error) -> Error {
+    /// Turns the failed create or start of an exec into failed precondition when the task is
+    /// paused or its init process has stopped, the kind of an exec into a stopped task. runc 1.1
+    /// fails an exec racing its container's exit with one of several messages (it cannot join
+    /// the namespaces of a dead process). A shim killed meanwhile fails it with a closed
+    /// connection. All come with gRPC code `Unknown`, so containerd's state decides.
+    async fn exec_error(&self, process: &ProcessId, operation: Operation, error: Error) -> Error {
         if error.kind() != ErrorKind::Internal {
             return error;
         }
-        let error = self
-            .paused_error(process, Operation::StartExec, error)
-            .await;
+        let error = self.paused_error(process, operation, error).await;
         if error.kind() != ErrorKind::Internal {
             return error;
         }
@@ -180,13 +200,12 @@ impl ContainerState {
             Error::Containerd { source, .. } => source.message().to_owned(),
             other => other.to_string(),
         };
-        let reason = format!("the task stopped while the exec started: {detail}");
-        self.rejected_for(
-            Operation::StartExec,
-            process,
-            ErrorKind::FailedPrecondition,
-            &reason,
-        )
+        let step = match operation {
+            Operation::Exec => "was added",
+            _ => "started",
+        };
+        let reason = format!("the task stopped while the exec {step}: {detail}");
+        self.rejected_for(operation, process, ErrorKind::FailedPrecondition, &reason)
     }
 
     /// Turns an internal error of an exec request into failed precondition when the task is
@@ -206,7 +225,9 @@ impl ContainerState {
     }
 
     /// Returns true when the init process has exited or exits within [`INIT_EXIT_GRACE`]:
-    /// the shim may record an exit a moment after runc saw the process die.
+    /// the shim may record an exit a moment after runc saw the process die. When the wait
+    /// itself fails, as it does once the task's shim died, containerd's status of the task
+    /// decides: containerd 1.6.20 returns not found for a task whose shim is gone.
     async fn init_has_exited(&self) -> bool {
         let request = WaitRequest {
             container_id: self.container_id.to_string(),
@@ -216,7 +237,12 @@ impl ContainerState {
         let wait = tasks.wait(request);
         match call_with_deadline(Operation::Wait, &self.target, INIT_EXIT_GRACE, wait).await {
             Ok(_) => true,
-            Err(error) => error.kind() == ErrorKind::NotFound,
+            Err(error) if error.kind() == ErrorKind::NotFound => true,
+            Err(error) if error.kind() == ErrorKind::TimedOut => false,
+            Err(_) => match self.status(&ProcessId::Init).await {
+                Ok(status) => matches!(status, ProcessStatus::Stopped(_)),
+                Err(error) => error.kind() == ErrorKind::NotFound,
+            },
         }
     }
 
@@ -240,28 +266,29 @@ impl ContainerState {
         task.retire_exec(exec_id);
     }
 
-    pub(crate) async fn delete_exec(&mut self, exec_id: &ExecId) -> Result<ExitStatus, Error> {
-        let process = ProcessId::Exec(exec_id.clone());
-        let Some(exec) = self.task.as_ref().and_then(|task| task.execs.get(exec_id)) else {
-            return Err(self.rejected_for(
-                Operation::DeleteExec,
-                &process,
-                ErrorKind::NotFound,
-                "no such exec",
-            ));
+    /// Deletes the exited exec `handle` names and returns its exit status, or the recorded
+    /// status when keel deleted the exec already.
+    pub(crate) async fn delete_exec(&mut self, handle: &ProcessRef) -> Result<ExitStatus, Error> {
+        if let Some(status) = self.retired_exit(handle) {
+            return Ok(status);
+        }
+        let (Some(exec), Some(exec_id)) = (self.process_of(handle), handle.process.exec_id())
+        else {
+            return Err(self.gone(handle, Operation::DeleteExec));
         };
         if let Some(status) = exec.exit_status()
             && exec.deleted
         {
             return Ok(status);
         }
-        let response = self.delete_exec_process(exec_id).await?;
+        let exec_id = exec_id.clone();
+        let response = self.delete_exec_process(&exec_id).await?;
         let status = ExitStatus {
             code: response.exit_status,
             exited_at: system_time(response.exited_at),
         };
         if let Some(task) = self.task.as_mut() {
-            task.retire_exec(exec_id);
+            task.retire_exec(&exec_id);
         }
         Ok(status)
     }

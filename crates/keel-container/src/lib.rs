@@ -15,6 +15,7 @@ mod delivery;
 mod events;
 mod exec;
 mod folders;
+mod handles;
 mod inspect;
 mod listing;
 mod metrics;
@@ -32,6 +33,7 @@ pub use actor::{
 };
 pub use backend::Backend;
 pub use metrics::{MetricsError, decode_metrics};
+pub use process::ProcessRef;
 pub use registry::Registry;
 pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
 pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};

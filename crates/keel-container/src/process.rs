@@ -1,9 +1,11 @@
 //! A container actor's record of one process, and the rules that report each change exactly
 //! once, whichever source (event stream, reply, reconciliation) reports it first.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use keel_types::{Error, ExitStatus};
+use keel_types::{Error, ExitStatus, ProcessId};
 use ractor::RpcReplyPort;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -11,9 +13,31 @@ use tokio_util::task::TaskTracker;
 
 use crate::stdio::FifoSet;
 
+/// Numbers every process record of every container actor, so a number names one process even
+/// after its exec id or its container's task is used again.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// The process a handle was made for. Each request from a handle carries it, so a handle never
+/// reaches a newer process that took the same exec id or the container's next task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessRef {
+    /// The process's place in the task: the init process or an exec id.
+    pub process: ProcessId,
+    /// The number the container actor gave the process's record.
+    pub generation: u64,
+    /// The host pid the handle stores, or 0 before the process started.
+    pub pid: u32,
+}
+
 /// One process of a task: the init process or an exec.
 #[derive(Debug)]
 pub(crate) struct ProcessState {
+    /// The number handles of this process carry, unique among all process records.
+    pub(crate) generation: u64,
+    /// Set when keel found the process in containerd instead of creating it. A handle made
+    /// before, by an actor this one replaced, carries another generation, so it is matched by
+    /// pid.
+    pub(crate) adopted: bool,
     /// The host pid, once containerd reported it.
     pub(crate) pid: Option<u32>,
     created_reported: bool,
@@ -46,9 +70,60 @@ struct ReportedExit {
     status: ExitStatus,
 }
 
+/// The exit of a process that keel no longer tracks: an exec whose id a newer exec took, or a
+/// process of a deleted task. Its handles' `wait` and `delete` still return the exit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetiredProcess {
+    generation: u64,
+    adopted: bool,
+    pid: Option<u32>,
+    status: ExitStatus,
+}
+
+impl RetiredProcess {
+    /// Returns true when `handle` was made for this process. An adopted process also matches
+    /// by pid, but only by a known one, since the slot it held may belong to another now.
+    pub(crate) fn is_for(&self, handle: &ProcessRef) -> bool {
+        if self.generation == handle.generation {
+            return true;
+        }
+        self.adopted && handle.pid != 0 && self.pid == Some(handle.pid)
+    }
+}
+
+/// How many retired processes a container remembers. The oldest are forgotten first, so a
+/// container that runs execs with ever new ids, such as health checks, uses bounded memory.
+const REMEMBERED_RETIRED_PROCESSES: usize = 256;
+
+/// The exits of the processes that a container's handles may still request, newest last.
+#[derive(Debug, Default)]
+pub(crate) struct RetiredProcesses(VecDeque<RetiredProcess>);
+
+impl RetiredProcesses {
+    /// Remembers `process`, forgetting the oldest one beyond the bound.
+    pub(crate) fn push(&mut self, process: RetiredProcess) {
+        if self.0.len() == REMEMBERED_RETIRED_PROCESSES {
+            self.0.pop_front();
+        }
+        self.0.push_back(process);
+    }
+
+    /// Returns the exit of the retired process `handle` was made for.
+    pub(crate) fn exit_of(&self, handle: &ProcessRef) -> Option<ExitStatus> {
+        self.0
+            .iter()
+            .rev()
+            .find(|process| process.is_for(handle))
+            .map(|process| process.status)
+    }
+}
+
 impl ProcessState {
+    /// Makes the record of a process keel found in containerd or learned of from an event.
     pub(crate) fn new(fifos: FifoSet) -> Self {
         Self {
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            adopted: true,
             pid: None,
             created_reported: false,
             started_reported: false,
@@ -62,6 +137,46 @@ impl ProcessState {
             deleted_order: None,
             waiters: Vec::new(),
         }
+    }
+
+    /// Makes the record of a process keel creates, whose handles all carry its generation.
+    pub(crate) fn created(fifos: FifoSet) -> Self {
+        let mut process = Self::new(fifos);
+        process.adopted = false;
+        process
+    }
+
+    /// Returns the reference a new handle of this process carries.
+    pub(crate) fn handle_ref(&self, process: ProcessId) -> ProcessRef {
+        ProcessRef {
+            process,
+            generation: self.generation,
+            pid: self.pid.unwrap_or(0),
+        }
+    }
+
+    /// Returns true when `handle` was made for this process: it carries the process's
+    /// generation, or the process was adopted and the handle's pid does not contradict it.
+    pub(crate) fn is_for(&self, handle: &ProcessRef) -> bool {
+        if self.generation == handle.generation {
+            return true;
+        }
+        if !self.adopted {
+            return false;
+        }
+        handle.pid == 0 || self.pid.is_none_or(|pid| pid == 0 || pid == handle.pid)
+    }
+
+    /// Returns the record that outlives this one, when an exit is known.
+    pub(crate) fn retire(&self) -> Option<RetiredProcess> {
+        let status = self.exit_status()?;
+        let pid = self.exit.map(|exit| exit.pid).filter(|pid| *pid != 0);
+        Some(RetiredProcess {
+            generation: self.generation,
+            adopted: self.adopted,
+            pid: pid.or(self.pid),
+            status,
+        })
     }
 
     /// Records creation; returns true when it is news.
@@ -181,6 +296,57 @@ mod tests {
         let mut process = ProcessState::new(FifoSet::default());
         assert!(process.mark_exited(10, status(0, 1)));
         assert!(process.mark_exited(11, status(1, 2)));
+    }
+
+    #[test]
+    fn handle_matches_only_its_own_process() {
+        let first = ProcessState::created(FifoSet::default());
+        let second = ProcessState::created(FifoSet::default());
+        let handle = first.handle_ref(ProcessId::Init);
+        assert!(first.is_for(&handle));
+        assert!(!second.is_for(&handle), "a newer process in the same slot");
+    }
+
+    #[test]
+    fn adopted_process_matches_earlier_handle_by_pid() {
+        let mut adopted = ProcessState::new(FifoSet::default());
+        adopted.mark_started(10);
+        let earlier = |pid| ProcessRef {
+            process: ProcessId::Init,
+            generation: 0,
+            pid,
+        };
+        assert!(adopted.is_for(&earlier(10)));
+        assert!(!adopted.is_for(&earlier(11)), "another pid");
+        assert!(
+            adopted.is_for(&earlier(0)),
+            "a handle that never learned its pid"
+        );
+    }
+
+    #[test]
+    fn retired_exit_found_by_generation_and_bounded() {
+        let mut retired = RetiredProcesses::default();
+        let mut handles = Vec::new();
+        for code in 0..REMEMBERED_RETIRED_PROCESSES as u32 + 1 {
+            let mut process = ProcessState::created(FifoSet::default());
+            process.mark_exited(100 + code, status(code, 1));
+            handles.push(process.handle_ref(ProcessId::Init));
+            retired.push(process.retire().expect("an exited process retires"));
+        }
+        assert_eq!(retired.0.len(), REMEMBERED_RETIRED_PROCESSES);
+        assert!(
+            retired.exit_of(&handles[0]).is_none(),
+            "the oldest is forgotten"
+        );
+        let last = handles.last().expect("handles");
+        let code = retired.exit_of(last).map(|status| status.code);
+        assert_eq!(code, Some(REMEMBERED_RETIRED_PROCESSES as u32));
+    }
+
+    #[test]
+    fn running_process_does_not_retire() {
+        assert!(ProcessState::created(FifoSet::default()).retire().is_none());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Registry {
     successors: DashMap<ActorId, ActorRef<ContainerMsg>>,
     /// Wakes the callers of [`Registry::wait_for_successor`] when a successor is recorded.
     replaced: Notify,
+    /// Failed container actors whose replacement is being started. They are marked before
+    /// they leave the map of containers, so a handle never takes one for a deleted container.
+    replacing: DashSet<ActorId>,
     /// Ids whose create had an unknown outcome and whose record is being removed; creates and
     /// loads of them wait until it is gone.
     undoing: DashSet<ContainerId>,
@@ -75,10 +78,26 @@ impl Registry {
             .iter()
             .map(|entry| (entry.key().clone(), entry.value().get_id()))
             .collect();
-        for (container_id, _) in &tracked {
+        for (container_id, actor) in &tracked {
+            self.replacing.insert(*actor);
             self.containers.remove(container_id);
         }
         tracked
+    }
+
+    /// Marks the failed actor `failed` as being replaced, before it leaves the map.
+    pub(crate) fn mark_replacing(&self, failed: ActorId) {
+        self.replacing.insert(failed);
+    }
+
+    /// Ends [`Registry::mark_replacing`] for an actor that will get no replacement.
+    pub(crate) fn clear_replacing(&self, failed: ActorId) {
+        self.replacing.remove(&failed);
+    }
+
+    /// Returns true while a replacement for the failed actor `actor` is being started.
+    pub fn is_being_replaced(&self, actor: ActorId) -> bool {
+        self.replacing.contains(&actor)
     }
 
     /// Returns the actor that now serves the container `actor` served: `actor` itself, or
@@ -124,6 +143,7 @@ impl Registry {
     /// Records that `successor` took over the container of the failed actor `failed`.
     pub(crate) fn record_successor(&self, failed: ActorId, successor: ActorRef<ContainerMsg>) {
         self.successors.insert(failed, successor);
+        self.replacing.remove(&failed);
         self.replaced.notify_waiters();
     }
 

@@ -142,11 +142,14 @@ impl Actor for ContainersSupervisor {
                 if state.args.registry.get(&container_id).is_none()
                     && let Ok(actor) = state.spawn(&myself, container_id.clone()).await
                 {
+                    // Queued first, so requests redirected to the new actor find the state.
+                    let _ = actor.cast(ContainerMsg::Reload);
                     state
                         .args
                         .registry
                         .record_successor(previous, actor.clone());
-                    let _ = actor.cast(ContainerMsg::Reload);
+                } else {
+                    state.args.registry.clear_replacing(previous);
                 }
             }
             SupervisorMsg::Create(container_id, request, reply) => {
@@ -358,13 +361,16 @@ impl Supervisor {
         error: &str,
     ) {
         tracing::error!(%container_id, %error, "container actor failed; restarting it");
+        self.args.registry.mark_replacing(failed);
         self.args.registry.remove_if_id(&container_id, failed);
         let Ok(actor) = self.spawn(myself, container_id.clone()).await else {
+            self.args.registry.clear_replacing(failed);
             return;
         };
-        self.args.registry.record_successor(failed, actor.clone());
-        // Loading awaits containerd, so it runs in the new actor's mailbox, not here.
+        // Loading awaits containerd, so it runs in the new actor's mailbox, not here. It is
+        // queued before handles are redirected, so their requests find the loaded state.
         let _ = actor.cast(ContainerMsg::Reload);
+        self.args.registry.record_successor(failed, actor.clone());
     }
 }
 

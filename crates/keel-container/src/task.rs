@@ -26,7 +26,7 @@ use crate::actor::{
     system_time,
 };
 use crate::folders::{check_dir_if_present, ensure_private_dir, ensure_state_dir, remove_fifos_in};
-use crate::process::ProcessState;
+use crate::process::{ProcessRef, ProcessState};
 use crate::runtime::CheckpointOptions;
 use crate::stdin_eof::wake_stdin_reader;
 use crate::stdio::{FifoSet, ProcessIo};
@@ -78,9 +78,19 @@ pub(crate) struct HeldExit {
 }
 
 impl TaskState {
+    /// Makes the record of a task keel found in containerd or learned of from an event.
     pub(crate) fn new(init_fifos: FifoSet) -> Self {
+        Self::with_init(ProcessState::new(init_fifos))
+    }
+
+    /// Makes the record of a task keel creates.
+    fn created(init_fifos: FifoSet) -> Self {
+        Self::with_init(ProcessState::created(init_fifos))
+    }
+
+    fn with_init(init: ProcessState) -> Self {
         Self {
-            init: ProcessState::new(init_fifos),
+            init,
             execs: HashMap::new(),
             held_init_exit: None,
             paused: false,
@@ -216,7 +226,7 @@ impl ContainerState {
     pub(crate) async fn create_task(
         &mut self,
         request: CreateTask,
-    ) -> Result<(ProcessIo, u32), Error> {
+    ) -> Result<(ProcessIo, ProcessRef), Error> {
         request.stdio.check()?;
         let operation = match request.restore_from {
             Some(_) => Operation::Restore,
@@ -241,7 +251,7 @@ impl ContainerState {
             fifos.remove();
             return Err(self.io_error(operation, source));
         }
-        let task = TaskState::new(fifos.clone());
+        let task = TaskState::created(fifos.clone());
         let io = match fifos.open(&task.init) {
             Ok(io) => io,
             Err(source) => {
@@ -291,10 +301,11 @@ impl ContainerState {
         if request.restore_from.is_none() {
             let pid = response.pid;
             task.init.mark_created(pid);
+            let init = task.init.handle_ref(ProcessId::Init);
             self.task = Some(task);
             self.deliver(Event::Created { pid }, SystemTime::now())
                 .await;
-            return Ok((io, pid));
+            return Ok((io, init));
         }
 
         // containerd 1.6's runc shim only records the image at create and runs `runc restore`
@@ -316,14 +327,16 @@ impl ContainerState {
                 return Err(error);
             }
         };
-        if let Some(task) = self.task.as_mut() {
-            task.init.mark_created(pid);
-            task.init.mark_started(pid);
-        }
+        let Some(task) = self.task.as_mut() else {
+            return Err(self.no_task(operation));
+        };
+        task.init.mark_created(pid);
+        task.init.mark_started(pid);
+        let init = task.init.handle_ref(ProcessId::Init);
         let now = SystemTime::now();
         self.deliver(Event::Created { pid }, now).await;
         self.deliver(Event::Started { pid }, now).await;
-        Ok((io, pid))
+        Ok((io, init))
     }
 
     pub(crate) async fn start_task(
@@ -399,9 +412,9 @@ impl ContainerState {
             .collect();
         let mut execs = Vec::new();
         for exec_id in exec_ids {
-            let process = ProcessId::Exec(exec_id.clone());
+            let process = ProcessId::Exec(exec_id);
             match self.attach_process(&process).await {
-                Ok((pid, io)) => execs.push((exec_id, pid, io)),
+                Ok(attached) => execs.push(attached),
                 Err(error) if error.kind() == ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
             }
@@ -409,7 +422,10 @@ impl ContainerState {
         Ok(Attached { init, execs })
     }
 
-    async fn attach_process(&mut self, process: &ProcessId) -> Result<(u32, ProcessIo), Error> {
+    async fn attach_process(
+        &mut self,
+        process: &ProcessId,
+    ) -> Result<(ProcessRef, ProcessIo), Error> {
         let request = GetRequest {
             container_id: self.container_id.to_string(),
             exec_id: exec_id_text(process),
@@ -450,31 +466,30 @@ impl ContainerState {
         // the new streams for the output.
         state.drains_end.cancel();
         state.drains_end = CancellationToken::new();
+        let handle = state.handle_ref(process.clone());
         let io = fifos
             .open(state)
             .map_err(|source| self.io_error(Operation::Attach, source))?;
-        Ok((info.pid, io))
+        Ok((handle, io))
     }
 
-    pub(crate) fn wait(&mut self, process: &ProcessId, reply: Reply<ExitStatus>) {
+    /// Replies with the exit of the process `handle` was made for, once known: from its record,
+    /// or from the retired record after keel stopped tracking it.
+    pub(crate) fn wait(&mut self, handle: &ProcessRef, reply: Reply<ExitStatus>) {
         let tracker = self.tracker.clone();
         // A deleted exec without an exit is one whose start failed: it will never exit.
-        let Some(state) = self
-            .task
-            .as_mut()
-            .and_then(|task| task.process_mut(process))
+        if let Some(state) = self
+            .process_of_mut(handle)
             .filter(|state| !state.deleted || state.exit_status().is_some())
-        else {
-            let error = self.rejected_for(
-                Operation::Wait,
-                process,
-                ErrorKind::NotFound,
-                "no such process",
-            );
-            let _ = reply.send(Err(error));
+        {
+            state.add_waiter(reply, &tracker);
             return;
+        }
+        let result = match self.retired_exit(handle) {
+            Some(status) => Ok(status),
+            None => Err(self.gone(handle, Operation::Wait)),
         };
-        state.add_waiter(reply, &tracker);
+        let _ = reply.send(result);
     }
 
     pub(crate) async fn kill(
@@ -502,28 +517,23 @@ impl ContainerState {
         Ok(())
     }
 
-    /// Closes stdin now, or at start for an exec the shim has not opened yet.
-    pub(crate) async fn close_stdin(&mut self, process: &ProcessId) -> Result<(), Error> {
-        let Some(state) = self
-            .task
-            .as_mut()
-            .and_then(|task| task.process_mut(process))
-        else {
-            return Err(self.rejected_for(
-                Operation::CloseStdin,
-                process,
-                ErrorKind::NotFound,
-                "no such process",
-            ));
+    /// Closes stdin now, or at start for an exec the shim has not opened yet. A process that
+    /// exited has no stdin to close, so that succeeds at once.
+    pub(crate) async fn close_stdin(&mut self, handle: &ProcessRef) -> Result<(), Error> {
+        if self.retired_exit(handle).is_some() {
+            return Ok(());
+        }
+        let Some(state) = self.process_of_mut(handle) else {
+            return Err(self.gone(handle, Operation::CloseStdin));
         };
         if state.exit_status().is_some() {
             return Ok(());
         }
-        if matches!(process, ProcessId::Exec(_)) && !state.has_started() {
+        if matches!(handle.process, ProcessId::Exec(_)) && !state.has_started() {
             state.close_stdin_pending = true;
             return Ok(());
         }
-        self.send_close_io(process).await
+        self.send_close_io(&handle.process).await
     }
 
     pub(crate) async fn send_close_io(&self, process: &ProcessId) -> Result<(), Error> {
@@ -703,6 +713,17 @@ impl ContainerState {
         .await
     }
 
+    /// Deletes the task `task` names, its init process's reference. A task keel already
+    /// dropped, because it was deleted or vanished, counts as deleted: its recorded init exit
+    /// is returned while keel remembers it.
+    pub(crate) async fn delete_task_of(&mut self, task: &ProcessRef) -> Result<ExitStatus, Error> {
+        if let Some(status) = self.retired_exit(task) {
+            return Ok(status);
+        }
+        self.check_handle(task, Operation::DeleteTask)?;
+        self.delete_task().await
+    }
+
     pub(crate) async fn delete_task(&mut self) -> Result<ExitStatus, Error> {
         let request = DeleteTaskRequest {
             container_id: self.container_id.to_string(),
@@ -737,6 +758,7 @@ impl ContainerState {
         self.release_init_exit(true).await;
         if let Some(mut task) = self.task.take() {
             remove_fifos_in(&self.bundle_dir);
+            self.retire_task(&task);
             for (exec_id, mut exec) in task.execs.drain() {
                 let process = ProcessId::Exec(exec_id);
                 let error = self.rejected_for(

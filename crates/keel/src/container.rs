@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_container::{ContainerMsg, CreateTask, ProcessIo, Registry, StdioRequest};
-use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, ProcessId, Target};
-use ractor::ActorRef;
+use keel_container::{ContainerMsg, CreateTask, ProcessIo, ProcessRef, Registry, StdioRequest};
+use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, Target};
+use ractor::{ActorRef, ActorStatus};
 
 use crate::process::Process;
 use crate::request::{request, request_unbounded};
@@ -73,7 +73,7 @@ impl Container {
             stdio,
             restore_from: None,
         });
-        let (io, pid): (ProcessIo, u32) = self
+        let (io, init): (ProcessIo, ProcessRef) = self
             .ask(
                 Operation::CreateTask,
                 &self.target,
@@ -81,7 +81,7 @@ impl Container {
                 |reply| ContainerMsg::CreateTask(request_message, reply),
             )
             .await?;
-        Ok(Task::new(self.clone(), pid, io))
+        Ok(Task::new(self.clone(), init, io))
     }
 
     /// Creates a running task from a checkpoint in `dir`, written by [`Task::checkpoint`].
@@ -97,7 +97,7 @@ impl Container {
             stdio,
             restore_from: Some(dir.to_owned()),
         });
-        let (io, pid): (ProcessIo, u32) = self
+        let (io, init): (ProcessIo, ProcessRef) = self
             .ask(
                 Operation::Restore,
                 &self.target,
@@ -105,25 +105,25 @@ impl Container {
                 |reply| ContainerMsg::CreateTask(request_message, reply),
             )
             .await?;
-        Ok(Task::new(self.clone(), pid, io))
+        Ok(Task::new(self.clone(), init, io))
     }
 
-    /// Returns a handle on the container's task without stdio streams, for example after
-    /// [`crate::Client::load_container`].
+    /// Returns a handle on the container's current task without stdio streams, for example
+    /// after [`crate::Client::load_container`] or after the task was deleted and created again.
     ///
     /// # Errors
     ///
     /// Returns not found when the container has no task.
     pub async fn task(&self) -> Result<Task, Error> {
-        let pid = self
+        let init = self
             .ask(
                 Operation::Status,
                 &self.target,
                 self.context.call_timeout,
-                ContainerMsg::InitPid,
+                ContainerMsg::InitRef,
             )
             .await?;
-        Ok(Task::new(self.clone(), pid, ProcessIo::default()))
+        Ok(Task::new(self.clone(), init, ProcessIo::default()))
     }
 
     /// Reopens the stdio FIFOs of the running task and of its running exec processes, after
@@ -142,13 +142,13 @@ impl Container {
                 ContainerMsg::Attach,
             )
             .await?;
-        let (pid, io) = attached.init;
-        let task = Task::new(self.clone(), pid, io);
+        let (init, io) = attached.init;
+        let task = Task::new(self.clone(), init, io);
         let processes = attached
             .execs
             .into_iter()
-            .map(|(exec_id, pid, io)| Process::attached(self.clone(), exec_id, pid, io))
-            .collect();
+            .map(|(process, io)| Process::new(self.clone(), process, io))
+            .collect::<Result<_, _>>()?;
         Ok((task, processes))
     }
 
@@ -177,14 +177,7 @@ impl Container {
                 // below still succeeds once the process is gone.
                 let _ = tokio::time::timeout_at(deadline, task.wait()).await;
                 loop {
-                    let attempt = self
-                        .ask(
-                            Operation::DeleteTask,
-                            &self.target,
-                            self.context.call_timeout * 2,
-                            ContainerMsg::DeleteTask,
-                        )
-                        .await;
+                    let attempt = task.delete_ref().await;
                     match attempt {
                         Ok(_) => break,
                         Err(error) if error.kind() == ErrorKind::NotFound => break,
@@ -237,26 +230,25 @@ impl Container {
         timeout: Duration,
         build: impl FnOnce(keel_container::Reply<T>) -> ContainerMsg,
     ) -> Result<T, Error> {
-        let actor = self.actor();
+        let actor = self.live_actor(timeout).await;
         let result = request(&actor, operation, target, timeout, build).await;
         if matches!(result, Err(Error::Stopped { .. })) && self.was_deleted(&actor) {
-            return Err(Error::Rejected {
-                operation,
-                target: target.clone(),
-                kind: ErrorKind::NotFound,
-                reason: "the container was deleted".to_owned(),
-            });
+            return Err(deleted(operation, target));
         }
         result
     }
 
     /// Returns true when `actor` stopped because its container was deleted: the client is not
-    /// shutting down, no actor replaced it, and the registry no longer maps the id to it.
+    /// shutting down, no actor replaced it or is being started to replace it, and the registry
+    /// no longer maps the id to it.
     fn was_deleted(&self, actor: &ActorRef<ContainerMsg>) -> bool {
         if self.context.stopping.load(Ordering::Acquire) {
             return false;
         }
         if self.context.registry.current(actor).get_id() != actor.get_id() {
+            return false;
+        }
+        if self.context.registry.is_being_replaced(actor.get_id()) {
             return false;
         }
         self.context
@@ -271,23 +263,45 @@ impl Container {
         self.context.registry.current(&self.actor)
     }
 
+    /// Returns the actor that serves the container now. When that actor failed, it first waits
+    /// at most `timeout` for its replacement, because a request sent to the failed actor would
+    /// fail as if the client were stopped.
+    async fn live_actor(&self, timeout: Duration) -> ActorRef<ContainerMsg> {
+        let actor = self.actor();
+        let running = !matches!(
+            actor.get_status(),
+            ActorStatus::Stopping | ActorStatus::Stopped
+        );
+        if running || self.context.stopping.load(Ordering::Acquire) || self.was_deleted(&actor) {
+            return actor;
+        }
+        let registry = &self.context.registry;
+        registry
+            .wait_for_successor(&actor, timeout)
+            .await
+            .unwrap_or(actor)
+    }
+
     /// Waits until `process` exits. When the actor fails meanwhile, the wait goes on with the
-    /// actor that replaces it, which loads the process's state from containerd.
+    /// actor that replaces it, which loads the process's state from containerd. When the
+    /// container was deleted, it returns not found at once.
     pub(crate) async fn wait_for_exit(
         &self,
-        process: &ProcessId,
+        process: &ProcessRef,
         target: &Target,
     ) -> Result<ExitStatus, Error> {
-        let mut actor = self.actor();
+        let mut actor = self.live_actor(self.context.call_timeout).await;
         loop {
             let result = request_unbounded(&actor, Operation::Wait, target, |reply| {
                 ContainerMsg::Wait(process.clone(), reply)
             })
             .await;
-            let replaced = matches!(result, Err(Error::Stopped { .. }))
-                && !self.context.stopping.load(Ordering::Acquire);
-            if !replaced {
+            let stopped = matches!(result, Err(Error::Stopped { .. }));
+            if !stopped || self.context.stopping.load(Ordering::Acquire) {
                 return result;
+            }
+            if self.was_deleted(&actor) {
+                return Err(deleted(Operation::Wait, target));
             }
             match self
                 .context
@@ -307,6 +321,16 @@ impl Container {
 
     pub(crate) fn call_timeout(&self) -> Duration {
         self.context.call_timeout
+    }
+}
+
+/// Returns the error for a request about a container that was deleted.
+fn deleted(operation: Operation, target: &Target) -> Error {
+    Error::Rejected {
+        operation,
+        target: target.clone(),
+        kind: ErrorKind::NotFound,
+        reason: "the container was deleted; load or create it again to use its id".to_owned(),
     }
 }
 

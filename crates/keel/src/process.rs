@@ -1,36 +1,55 @@
 //! The handle of an exec process.
 
-use keel_container::{ContainerMsg, OutputStream, ProcessIo, StdinStream};
+use keel_container::{ContainerMsg, OutputStream, ProcessIo, ProcessRef, StdinStream};
 use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus, Target};
 
 use crate::container::Container;
 use crate::held_io::HeldIo;
 
 /// An exec process in a container's task, and the caller's ends of its stdio.
+///
+/// The handle acts only on the process it was made for. Once that process exited and keel
+/// deleted it, another exec may take its exec id; requests through this handle never reach
+/// that newer process.
 #[derive(Debug)]
 pub struct Process {
     container: Container,
     exec_id: ExecId,
     target: Target,
+    /// The number keel's container actor gave this process, sent with every request.
+    generation: u64,
     pid: u32,
     io: HeldIo,
 }
 
 impl Process {
-    pub(crate) fn new(container: Container, exec_id: ExecId, io: ProcessIo) -> Self {
-        Self {
+    /// Makes the handle of the exec process `handle` names.
+    ///
+    /// # Errors
+    ///
+    /// Returns internal when `handle` names the init process, which a container actor never
+    /// returns for an exec.
+    pub(crate) fn new(
+        container: Container,
+        handle: ProcessRef,
+        io: ProcessIo,
+    ) -> Result<Self, Error> {
+        let Some(exec_id) = handle.process.exec_id().cloned() else {
+            return Err(Error::Rejected {
+                operation: Operation::Exec,
+                target: container.target().clone(),
+                kind: keel_types::ErrorKind::Internal,
+                reason: "the container actor returned the init process for an exec".to_owned(),
+            });
+        };
+        Ok(Self {
             target: Target::Exec(container.id().clone(), exec_id.clone()),
             container,
             exec_id,
-            pid: 0,
+            generation: handle.generation,
+            pid: handle.pid,
             io: HeldIo::new(io),
-        }
-    }
-
-    pub(crate) fn attached(container: Container, exec_id: ExecId, pid: u32, io: ProcessIo) -> Self {
-        let mut process = Self::new(container, exec_id, io);
-        process.pid = pid;
-        process
+        })
     }
 
     /// The exec id.
@@ -58,8 +77,13 @@ impl Process {
         self.io.take_stdin()
     }
 
-    fn process_id(&self) -> ProcessId {
-        ProcessId::Exec(self.exec_id.clone())
+    /// Returns the reference that binds a request to this handle's process.
+    fn process_ref(&self) -> ProcessRef {
+        ProcessRef {
+            process: ProcessId::Exec(self.exec_id.clone()),
+            generation: self.generation,
+            pid: self.pid,
+        }
     }
 
     /// Starts the process.
@@ -70,14 +94,14 @@ impl Process {
     /// exist in the container, or containerd's error. The process and its FIFOs are deleted
     /// on failure, so the exec id is free again.
     pub async fn start(&mut self) -> Result<(), Error> {
-        let exec_id = self.exec_id.clone();
+        let process = self.process_ref();
         self.pid = self
             .container
             .ask(
                 Operation::StartExec,
                 &self.target,
                 self.container.call_timeout() * 3,
-                |reply| ContainerMsg::StartExec(exec_id, reply),
+                |reply| ContainerMsg::StartExec(process, reply),
             )
             .await?;
         Ok(())
@@ -86,12 +110,17 @@ impl Process {
     /// Waits until the process exits and the output streams handed out are closed. Output
     /// streams not yet taken from this handle are dropped first, because no caller could read them.
     ///
+    /// Returns the recorded exit at once when the process exited before. That holds also after
+    /// keel deleted it, after its exec id was used again, or after its task was deleted, for as
+    /// long as keel remembers the exit. A container keeps the last 256 such exits.
+    ///
     /// # Errors
     ///
-    /// Returns not found when the process failed to start or its task was deleted.
+    /// Returns not found when the process failed to start, when its task was deleted before
+    /// it reported an exit, when keel forgot its exit, or when its container was deleted.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
         self.io.release_untaken_output();
-        let process = self.process_id();
+        let process = self.process_ref();
         self.container.wait_for_exit(&process, &self.target).await
     }
 
@@ -99,9 +128,10 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// Returns not found when the process has exited, or containerd's error.
+    /// Returns not found when the process has exited and keel deleted it, or containerd's
+    /// error.
     pub async fn kill(&self, signal: u32) -> Result<(), Error> {
-        let process = self.process_id();
+        let process = self.process_ref();
         self.container
             .ask(
                 Operation::Kill,
@@ -127,7 +157,7 @@ impl Process {
     /// Returns containerd's error.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
         drop(self.io.take_stdin());
-        let process = self.process_id();
+        let process = self.process_ref();
         self.container
             .ask(
                 Operation::CloseStdin,
@@ -145,7 +175,7 @@ impl Process {
     /// Returns containerd's error. A process without a terminal ignores the size, and containerd
     /// reports success.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
-        let process = self.process_id();
+        let process = self.process_ref();
         self.container
             .ask(
                 Operation::Resize,
@@ -167,7 +197,7 @@ impl Process {
     ///
     /// Returns not found once the process was deleted.
     pub async fn status(&self) -> Result<ProcessStatus, Error> {
-        let process = self.process_id();
+        let process = self.process_ref();
         self.container
             .ask(
                 Operation::Status,
@@ -179,19 +209,21 @@ impl Process {
     }
 
     /// Deletes the exited process and returns its exit status. keel deletes an exec from
-    /// containerd by itself once its exit is reported; this returns the recorded status then.
+    /// containerd by itself once its exit is reported; this returns the recorded status then,
+    /// and never touches a newer process with the same exec id.
     ///
     /// # Errors
     ///
-    /// Returns failed precondition while the process runs.
+    /// Returns failed precondition while the process runs, or not found when keel no longer
+    /// remembers the process.
     pub async fn delete(self) -> Result<ExitStatus, Error> {
-        let exec_id = self.exec_id.clone();
+        let process = self.process_ref();
         self.container
             .ask(
                 Operation::DeleteExec,
                 &self.target,
                 self.container.call_timeout() * 2,
-                |reply| ContainerMsg::DeleteExec(exec_id, reply),
+                |reply| ContainerMsg::DeleteExec(process, reply),
             )
             .await
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use keel_container::{
-    ContainerMsg, CreateExec, OutputStream, ProcessIo, StdinStream, StdioRequest,
+    ContainerMsg, CreateExec, OutputStream, ProcessIo, ProcessRef, StdinStream, StdioRequest,
 };
 use keel_types::{
     Error, ExecId, ExitStatus, Operation, ProcessId, ProcessInfo, ProcessStatus, Stats,
@@ -15,18 +15,25 @@ use crate::process::Process;
 use crate::validate::check_process;
 
 /// A container's task: its init process and the caller's ends of that process's stdio.
+///
+/// The handle acts only on the task it was made for. After that task was deleted, requests
+/// through it return not found, even when the container has a new task. A `wait` or `delete`
+/// returns the deleted task's recorded init exit while keel remembers it.
 #[derive(Debug)]
 pub struct Task {
     container: Container,
+    /// The number keel's container actor gave the init process, sent with every request.
+    generation: u64,
     pid: u32,
     io: HeldIo,
 }
 
 impl Task {
-    pub(crate) fn new(container: Container, pid: u32, io: ProcessIo) -> Self {
+    pub(crate) fn new(container: Container, init: ProcessRef, io: ProcessIo) -> Self {
         Self {
             container,
-            pid,
+            generation: init.generation,
+            pid: init.pid,
             io: HeldIo::new(io),
         }
     }
@@ -56,18 +63,29 @@ impl Task {
         self.io.take_stdin()
     }
 
+    /// Returns the reference that binds a request to this handle's task.
+    fn init_ref(&self) -> ProcessRef {
+        ProcessRef {
+            process: ProcessId::Init,
+            generation: self.generation,
+            pid: self.pid,
+        }
+    }
+
+    /// Sends the request `build` makes from this task's init reference.
     async fn ask<T: Send + 'static>(
         &self,
         operation: Operation,
-        build: impl FnOnce(keel_container::Reply<T>) -> ContainerMsg,
+        build: impl FnOnce(ProcessRef, keel_container::Reply<T>) -> ContainerMsg,
     ) -> Result<T, Error> {
         let container = &self.container;
+        let init = self.init_ref();
         container
             .ask(
                 operation,
                 container.target(),
                 container.call_timeout() * 3,
-                build,
+                |reply| build(init, reply),
             )
             .await
     }
@@ -89,13 +107,18 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns not found when the task was deleted or failed to start, or cancelled when the
-    /// client shut down.
+    /// Returns the recorded exit at once when the init process exited before, also after the
+    /// task was deleted while keel remembers the exit.
+    ///
+    /// # Errors
+    ///
+    /// Returns not found when the task failed to start, when keel forgot the deleted task's
+    /// exit, or when the container was deleted. Returns cancelled when the client shut down.
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
         self.io.release_untaken_output();
         let container = &self.container;
         container
-            .wait_for_exit(&ProcessId::Init, container.target())
+            .wait_for_exit(&self.init_ref(), container.target())
             .await
     }
 
@@ -106,8 +129,8 @@ impl Task {
     ///
     /// Returns not found when the process has exited, or containerd's error.
     pub async fn kill(&self, signal: u32, all: bool) -> Result<(), Error> {
-        self.ask(Operation::Kill, |reply| ContainerMsg::Kill {
-            process: ProcessId::Init,
+        self.ask(Operation::Kill, |process, reply| ContainerMsg::Kill {
+            process,
             signal,
             all,
             reply,
@@ -125,10 +148,8 @@ impl Task {
     /// Returns containerd's error.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
         drop(self.io.take_stdin());
-        self.ask(Operation::CloseStdin, |reply| {
-            ContainerMsg::CloseStdin(ProcessId::Init, reply)
-        })
-        .await
+        self.ask(Operation::CloseStdin, ContainerMsg::CloseStdin)
+            .await
     }
 
     /// Resizes the init process's pseudo-terminal.
@@ -138,8 +159,8 @@ impl Task {
     /// Returns containerd's error. A task without a terminal ignores the size, and containerd
     /// reports success.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
-        self.ask(Operation::Resize, |reply| ContainerMsg::Resize {
-            process: ProcessId::Init,
+        self.ask(Operation::Resize, |process, reply| ContainerMsg::Resize {
+            process,
             width,
             height,
             reply,
@@ -174,8 +195,8 @@ impl Task {
     /// precondition for a stopped task, or containerd's error.
     pub async fn update(&self, resources: oci_spec::runtime::LinuxResources) -> Result<(), Error> {
         crate::validate::check_resources(&resources)?;
-        self.ask(Operation::Update, |reply| {
-            ContainerMsg::Update(Box::new(resources), reply)
+        self.ask(Operation::Update, |task, reply| {
+            ContainerMsg::Update(task, Box::new(resources), reply)
         })
         .await
     }
@@ -205,10 +226,7 @@ impl Task {
     ///
     /// Returns not found when the task no longer exists.
     pub async fn status(&self) -> Result<ProcessStatus, Error> {
-        self.ask(Operation::Status, |reply| {
-            ContainerMsg::Status(ProcessId::Init, reply)
-        })
-        .await
+        self.ask(Operation::Status, ContainerMsg::Status).await
     }
 
     /// Checkpoints the running task into `dir`, leaving it running unless `exit` is set.
@@ -221,10 +239,13 @@ impl Task {
     /// files; failed precondition for a stopped task; or containerd's or criu's error.
     pub async fn checkpoint(&self, dir: &Path, exit: bool) -> Result<(), Error> {
         let dir = dir.to_owned();
-        self.ask(Operation::Checkpoint, |reply| ContainerMsg::Checkpoint {
-            dir,
-            exit,
-            reply,
+        self.ask(Operation::Checkpoint, |task, reply| {
+            ContainerMsg::Checkpoint {
+                task,
+                dir,
+                exit,
+                reply,
+            }
         })
         .await
     }
@@ -248,18 +269,28 @@ impl Task {
             process,
             stdio,
         });
-        let io = self
-            .ask(Operation::Exec, |reply| ContainerMsg::Exec(request, reply))
+        let (io, process) = self
+            .ask(Operation::Exec, |task, reply| {
+                ContainerMsg::Exec(task, request, reply)
+            })
             .await?;
-        Ok(Process::new(self.container.clone(), exec_id, io))
+        Process::new(self.container.clone(), process, io)
     }
 
-    /// Deletes the stopped task and its FIFOs, and returns the init process's exit status.
+    /// Deletes the stopped task and its FIFOs, and returns the init process's exit status. A
+    /// task that is gone already, because an earlier delete went through or containerd removed
+    /// it after its shim died, counts as deleted: this returns its recorded init exit.
     ///
     /// # Errors
     ///
-    /// Returns failed precondition while the task runs, or containerd's error.
+    /// Returns failed precondition while the task runs, not found when keel no longer
+    /// remembers the deleted task, or containerd's error.
     pub async fn delete(self) -> Result<ExitStatus, Error> {
+        self.delete_ref().await
+    }
+
+    /// Deletes the task as [`Task::delete`] does, keeping the handle for another attempt.
+    pub(crate) async fn delete_ref(&self) -> Result<ExitStatus, Error> {
         self.ask(Operation::DeleteTask, ContainerMsg::DeleteTask)
             .await
     }
