@@ -335,8 +335,7 @@ impl TaskState {
             return;
         };
         exec.fifos.remove();
-        exec.stdin_reader_gone.cancel();
-        exec.drains_end.cancel();
+        exec.release_stdio();
         if !exec.deleted {
             exec.deleted = true;
             exec.deleted_order = Some(DELETIONS.fetch_add(1, Ordering::Relaxed));

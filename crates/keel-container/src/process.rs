@@ -179,6 +179,13 @@ impl ProcessState {
         })
     }
 
+    /// Fails waiting and later writes to the process's stdin and ends the background reads of
+    /// its dropped output streams, once keel no longer serves the process's stdio.
+    pub(crate) fn release_stdio(&self) {
+        self.stdin_reader_gone.cancel();
+        self.drains_end.cancel();
+    }
+
     /// Records creation; returns true when it is news.
     pub(crate) fn mark_created(&mut self, pid: u32) -> bool {
         self.pid.get_or_insert(pid);
@@ -257,8 +264,7 @@ impl ProcessState {
 
 impl Drop for ProcessState {
     fn drop(&mut self) {
-        self.stdin_reader_gone.cancel();
-        self.drains_end.cancel();
+        self.release_stdio();
     }
 }
 

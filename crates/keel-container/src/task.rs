@@ -663,7 +663,7 @@ impl ContainerState {
     /// image, lease or temporary content is left there.
     pub(crate) async fn checkpoint(&mut self, dir: &Path, exit: bool) -> Result<(), Error> {
         self.require_live_task(Operation::Checkpoint)?;
-        let made = prepare_checkpoint_dir(dir).map_err(|reason| Error::InvalidArgument {
+        let created = prepare_checkpoint_dir(dir).map_err(|reason| Error::InvalidArgument {
             field: "checkpoint folder",
             value: dir.display().to_string(),
             reason,
@@ -671,7 +671,7 @@ impl ContainerState {
         let work_dir = match self.make_criu_work_dir(Operation::Checkpoint) {
             Ok(work_dir) => work_dir,
             Err(error) => {
-                remove_made_dir(made.as_deref());
+                remove_created_dir(created.as_deref());
                 return Err(error);
             }
         };
@@ -693,7 +693,7 @@ impl ContainerState {
         match result {
             Ok(_) => Ok(()),
             Err(error) => {
-                remove_made_dir(made.as_deref());
+                remove_created_dir(created.as_deref());
                 Err(self.stopped_task_error(error, Operation::Checkpoint).await)
             }
         }
@@ -882,10 +882,10 @@ fn remove_work_dir(container_id: &ContainerId, dir: &Path, failed: bool) {
     }
 }
 
-/// Makes sure `dir` can take a checkpoint: an absolute path without `..` parts, to a
-/// folder that is empty or missing. criu writes dozens of files into it, and a folder that
-/// already holds files, such as `/`, would get them mixed in. Makes the folder when missing
-/// and returns the highest folder it made, so a failed checkpoint can remove what it made.
+/// Checks that `dir` can take a checkpoint: an absolute path without `..` parts, to a folder
+/// that is empty or missing. criu writes dozens of files into it, which would mix with the
+/// files of a folder such as `/`. Creates the folder when missing and returns the highest
+/// folder it created, so a failed checkpoint can remove what it created.
 ///
 /// # Errors
 ///
@@ -894,10 +894,8 @@ fn prepare_checkpoint_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
     if !dir.is_absolute() {
         return Err("must be an absolute path".to_owned());
     }
-    if dir
-        .components()
-        .any(|part| matches!(part, Component::CurDir | Component::ParentDir))
-    {
+    // A relative path, rejected above, is the only one whose parts can contain `.`.
+    if dir.components().any(|part| part == Component::ParentDir) {
         return Err("must not contain `..`; name the folder directly".to_owned());
     }
     match std::fs::symlink_metadata(dir) {
@@ -905,11 +903,9 @@ fn prepare_checkpoint_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
             let mut entries = std::fs::read_dir(dir).map_err(|error| error.to_string())?;
             return match entries.next() {
                 None => Ok(None),
-                Some(_) => Err(
-                    "is not empty; checkpoint into a new or empty folder, so criu's \
-                                files do not mix with others"
-                        .to_owned(),
-                ),
+                Some(_) => Err("is not empty; checkpoint into a new or empty folder, so \
+                                criu's files do not mix with others"
+                    .to_owned()),
             };
         }
         Ok(_) => return Err("exists and is not a folder".to_owned()),
@@ -921,17 +917,17 @@ fn prepare_checkpoint_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
         .take_while(|folder| !folder.exists())
         .last()
         .map(Path::to_owned);
-    std::fs::create_dir_all(dir).map_err(|error| format!("cannot be made: {error}"))?;
+    std::fs::create_dir_all(dir).map_err(|error| format!("cannot be created: {error}"))?;
     Ok(highest_missing)
 }
 
-/// Removes the folders [`prepare_checkpoint_dir`] made, after a checkpoint that failed.
-fn remove_made_dir(made: Option<&Path>) {
-    let Some(made) = made else {
+/// Removes the folders [`prepare_checkpoint_dir`] created, after a checkpoint that failed.
+fn remove_created_dir(created: Option<&Path>) {
+    let Some(created) = created else {
         return;
     };
-    if let Err(error) = std::fs::remove_dir_all(made) {
-        tracing::warn!(path = %made.display(), %error, "cannot remove the folder of a failed checkpoint");
+    if let Err(error) = std::fs::remove_dir_all(created) {
+        tracing::warn!(path = %created.display(), %error, "failed to remove the folder of a failed checkpoint");
     }
 }
 
