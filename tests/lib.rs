@@ -110,8 +110,8 @@ pub struct Harness {
 }
 
 /// Sends the log of the test's client to the test's captured output, which the test runner
-/// prints when the test fails. `RUST_LOG` sets the level; warnings and errors by default, so a
-/// failure shows what keel warned about, such as the end of a failed criu run's log.
+/// prints when the test fails. `RUST_LOG` sets the level. The default is warnings and errors,
+/// so a failure shows what keel warned about, such as the end of a failed criu run's log.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

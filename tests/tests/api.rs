@@ -590,7 +590,7 @@ async fn wait_ignores_output_never_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_output_never_blocks_the_process() {
     let harness = Harness::start().await;
-    // Far more than a FIFO holds, so a FIFO nobody reads would stop the writer for good.
+    // Far more than a FIFO buffers, so an unread FIFO would stop the writer for good.
     let script = "head -c 4194304 /dev/zero; exit 5";
     let (container, mut task) = harness
         .create_and_start("unread", harness.spec(&["sh", "-c", script]), OUTPUT)

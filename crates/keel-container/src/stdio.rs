@@ -36,7 +36,7 @@ pub struct StdioRequest {
 
 impl StdioRequest {
     /// Rejects stdin without output. containerd 1.6's runc shim stalls on such a process: its
-    /// start times out, and the shim then stops answering for the whole task.
+    /// start times out, and the shim then stops replying for the whole task.
     ///
     /// # Errors
     ///
@@ -219,10 +219,10 @@ fn remove_stale_fifo(path: &Path) -> io::Result<()> {
 
 /// A process's stdout or stderr, readable with [`tokio::io::AsyncReadExt`].
 ///
-/// Dropping it before the end of the stream does not block the process: the shim keeps its own
-/// read end of the FIFO open, so a FIFO nobody reads would fill and stall the process's next
-/// write for good. The dropped stream's FIFO is read to its end in the background instead, and
-/// the output is discarded.
+/// Dropping it before the end of the stream does not block the process. The shim keeps its own
+/// read end of the FIFO open, so a FIFO without an active reader would fill and stall the
+/// process's next write for good. So the dropped stream's FIFO is read to its end in the
+/// background instead, and the output is discarded.
 #[derive(Debug)]
 pub struct OutputStream {
     receiver: Option<pipe::Receiver>,
@@ -319,7 +319,7 @@ impl StdinStream {
     fn open(path: &Path, reader_gone: &CancellationToken) -> io::Result<Self> {
         // Read-write open succeeds before the shim opens its end, where a write-only open of a
         // FIFO without a reader would fail. The same open makes keel a reader of the FIFO, so
-        // a write never fails by itself when the process is gone; `reader_gone` ends it.
+        // the kernel never fails a write when the process is gone. `reader_gone` fails it.
         let sender = pipe::OpenOptions::new()
             .read_write(true)
             .open_sender(path)?;

@@ -110,7 +110,7 @@ impl Process {
     /// Waits until the process exits and the output streams handed out are closed. Output
     /// streams not yet taken from this handle are dropped first, because no caller could read them.
     ///
-    /// Returns the recorded exit at once when the process exited before. That holds also after
+    /// Returns the recorded exit at once when the process exited before. This is also true after
     /// keel deleted it, after its exec id was used again, or after its task was deleted, for as
     /// long as keel remembers the exit. A container keeps the last 256 such exits.
     ///

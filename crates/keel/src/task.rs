@@ -190,9 +190,9 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns invalid argument for a limit the kernel would refuse (a memory size below -1, a
-    /// CPU period outside 1000 to 1000000 µs, a CPU quota below 1000 µs other than -1), failed
-    /// precondition for a stopped task, or containerd's error.
+    /// Returns invalid argument for a limit the kernel would reject: a memory size below -1, a
+    /// CPU period outside 1000 to 1000000 µs, or a CPU quota below 1000 µs other than -1.
+    /// Returns failed precondition for a stopped task, or containerd's error.
     pub async fn update(&self, resources: oci_spec::runtime::LinuxResources) -> Result<(), Error> {
         crate::validate::check_resources(&resources)?;
         self.ask(Operation::Update, |task, reply| {
@@ -235,8 +235,8 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns invalid argument for a relative folder, one with `..` in it, or one that holds
-    /// files; failed precondition for a stopped task; or containerd's or criu's error.
+    /// Returns invalid argument for a relative folder, one with `..` in it, or one that contains
+    /// files. Returns failed precondition for a stopped task, or containerd's or criu's error.
     pub async fn checkpoint(&self, dir: &Path, exit: bool) -> Result<(), Error> {
         let dir = dir.to_owned();
         self.ask(Operation::Checkpoint, |task, reply| {

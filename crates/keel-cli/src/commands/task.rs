@@ -23,7 +23,7 @@ pub(crate) async fn load_task(
     }
 }
 
-/// What the hint for a stopped task starts with.
+/// The start of the hint for a stopped task.
 const STOPPED: &str = "the task has stopped";
 
 /// Converts the error of a request on the container's task. When the task has stopped, it
@@ -33,7 +33,7 @@ pub(crate) async fn task_error(container: &Container, error: keel::Error) -> Cli
     match task_status(container).await {
         Ok(ProcessStatus::Stopped(_)) => {
             let container_id = container.id();
-            // keel's own refusal of a request on a stopped task already says so.
+            // keel's own rejection of a request on a stopped task already ends with this text.
             let stopped = if error.to_string().ends_with(STOPPED) {
                 String::new()
             } else {
