@@ -111,7 +111,7 @@ impl Sizes {
             lifecycle_warmup: 5,
             lifecycle_rounds: 400,
             throughput_levels: vec![1, 2, 10, 50],
-            throughput_count: 400,
+            throughput_count: 600,
             exec_warmup: 5,
             exec_count: 100,
             event_sizes: vec![1, 100, 1000],

@@ -108,6 +108,46 @@ pub fn median_ratio_interval(numerator: &Samples, denominator: &Samples) -> Opti
     Some((ratios.percentile(2.5)?, ratios.percentile(97.5)?))
 }
 
+/// The lifecycles one client ran in one batch and the wall time the batch took.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch {
+    /// Lifecycles started in the batch.
+    pub count: usize,
+    /// Wall time of the whole batch.
+    pub seconds: f64,
+}
+
+/// Returns the lifecycles of `batches` divided by their summed time.
+pub fn batch_rate<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> f64 {
+    let (count, seconds) = batches
+        .into_iter()
+        .fold((0, 0.0), |(count, seconds), batch| {
+            (count + batch.count, seconds + batch.seconds)
+        });
+    count as f64 / seconds
+}
+
+/// Returns the 95% bootstrap interval of the rate of `numerator`'s batches divided by the rate
+/// of `denominator`'s, or `None` unless both contain the same number of batches, at least two.
+///
+/// Batch `i` of both clients ran next to each other, so a resample draws whole pairs. Drift
+/// between pairs then widens the interval, and drift within a pair, shared by both, does not.
+pub fn rate_ratio_interval(numerator: &[Batch], denominator: &[Batch]) -> Option<(f64, f64)> {
+    let pairs = numerator.len();
+    if pairs < 2 || denominator.len() != pairs {
+        return None;
+    }
+    let mut rng = fastrand::Rng::with_seed(RESAMPLING_SEED);
+    let mut ratios = Samples::default();
+    for _ in 0..RESAMPLES {
+        let drawn: Vec<usize> = (0..pairs).map(|_| rng.usize(..pairs)).collect();
+        let top = batch_rate(drawn.iter().map(|&index| &numerator[index]));
+        let bottom = batch_rate(drawn.iter().map(|&index| &denominator[index]));
+        ratios.push_value(top / bottom);
+    }
+    Some((ratios.percentile(2.5)?, ratios.percentile(97.5)?))
+}
+
 /// Formats milliseconds with a precision that suits their size.
 pub fn format_ms(value: Option<f64>) -> String {
     match value {
@@ -148,6 +188,37 @@ mod tests {
         assert!(high >= 0.5, "{low} to {high}");
         assert!(low >= 9.0 / 21.0, "{low} to {high}");
         assert!(high <= 11.0 / 19.0, "{low} to {high}");
+    }
+
+    fn batches(seconds: &[f64]) -> Vec<Batch> {
+        seconds
+            .iter()
+            .map(|&seconds| Batch { count: 10, seconds })
+            .collect()
+    }
+
+    #[test]
+    fn rate_ratio_interval_of_equal_pairs() {
+        let keel = batches(&[1.0, 2.0, 1.0, 2.0]);
+        let go = batches(&[2.0, 4.0, 2.0, 4.0]);
+        assert_eq!(batch_rate(&keel) / batch_rate(&go), 2.0);
+        let (low, high) = rate_ratio_interval(&keel, &go).unwrap();
+        assert!(
+            (low - 2.0).abs() < 1e-9 && (high - 2.0).abs() < 1e-9,
+            "{low} to {high}"
+        );
+    }
+
+    #[test]
+    fn rate_ratio_interval_unmatched_pairs() {
+        assert_eq!(
+            rate_ratio_interval(&batches(&[1.0]), &batches(&[1.0])),
+            None
+        );
+        assert_eq!(
+            rate_ratio_interval(&batches(&[1.0, 1.0]), &batches(&[1.0])),
+            None
+        );
     }
 
     #[test]

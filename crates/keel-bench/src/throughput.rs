@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Env;
+use crate::stats::{Batch, batch_rate, rate_ratio_interval};
 use crate::workload::keel_lifecycle;
 
 /// The figures of one concurrency level.
@@ -15,29 +16,47 @@ pub struct ThroughputRow {
     pub concurrency: usize,
     /// Lifecycles run by each client.
     pub count: usize,
+    /// The batches each client's lifecycles were split into.
+    pub batches: usize,
     /// keel's lifecycles per second.
     pub keel_per_second: f64,
     /// keel's failed lifecycles.
     pub keel_failures: usize,
     /// The Go client's lifecycles per second and failures, or why they were not measured.
     pub go: Result<(f64, u64), String>,
+    /// The 95% bootstrap interval of keel's rate divided by Go's, resampled by pairs of
+    /// batches.
+    pub interval: Option<(f64, f64)>,
 }
 
-/// The number of batches each client's lifecycles of one level are split into. Batches run in
-/// the order keel, Go, Go, keel, so drift on the machine reaches both clients alike.
-const BATCHES: usize = 4;
+/// The minimum size of a batch, in lifecycles and in lifecycles per worker. Smaller batches
+/// would time mostly the end of a batch, when the slowest workers still run and the rest wait.
+const MIN_BATCH_SIZE: usize = 25;
+const MIN_BATCH_SIZE_PER_WORKER: usize = 5;
 
-/// Runs `count` lifecycles per client at each of `levels`, in [`BATCHES`] batches each.
+/// Returns how many lifecycles go in each batch of `count` at `concurrency`.
+///
+/// The clients' batches alternate (keel, Go, Go, keel, keel, Go, ...), so more batches leave
+/// drift on the machine less room to favour either client. Their number is a multiple of
+/// four, at least four, so each client runs first equally often.
+pub fn batch_size(count: usize, concurrency: usize) -> usize {
+    let smallest = (MIN_BATCH_SIZE_PER_WORKER * concurrency).max(MIN_BATCH_SIZE);
+    let batches = (count / smallest / 4 * 4).max(4);
+    count.div_ceil(batches).max(1)
+}
+
+/// Runs `count` lifecycles per client at each of `levels`, in batches of [`batch_size`].
 pub async fn run(env: &Env, levels: &[usize], count: usize) -> anyhow::Result<Vec<ThroughputRow>> {
     let client = env.connect_keel().await?;
     let mut rows = Vec::new();
     for &concurrency in levels {
         let go_namespace = env.containerd.new_namespace();
-        let batch = count.div_ceil(BATCHES).max(1);
-        let mut keel = Totals::default();
-        let mut go = Ok(Totals::default());
+        let batch = batch_size(count, concurrency);
+        let mut keel = Vec::new();
+        let mut keel_failures = 0;
+        let mut go = Ok((Vec::new(), 0));
         let mut done = 0;
-        for index in 0..BATCHES {
+        for index in 0.. {
             let size = batch.min(count - done);
             if size == 0 {
                 break;
@@ -48,63 +67,55 @@ pub async fn run(env: &Env, levels: &[usize], count: usize) -> anyhow::Result<Ve
             }
             let prefix = format!("c{concurrency}-b{index}");
             let (seconds, failures) = run_keel(env, &client, &prefix, size, concurrency).await;
-            keel.add(size, seconds, failures);
+            keel.push(Batch {
+                count: size,
+                seconds,
+            });
+            keel_failures += failures;
             if keel_first {
                 add_go(&mut go, env, &go_namespace, index, size, concurrency).await;
             }
             done += size;
         }
+        let keel_per_second = batch_rate(&keel);
         rows.push(ThroughputRow {
             concurrency,
-            count: keel.count,
-            keel_per_second: keel.rate(),
-            keel_failures: keel.failures,
-            go: go.map(|go| (go.rate(), go.failures as u64)),
+            count: done,
+            batches: keel.len(),
+            keel_per_second,
+            keel_failures,
+            interval: go
+                .as_ref()
+                .ok()
+                .and_then(|(go, _)| rate_ratio_interval(&keel, go)),
+            go: go.map(|(go, failures)| (batch_rate(&go), failures)),
         });
     }
     client.shutdown(Duration::from_secs(5)).await;
     Ok(rows)
 }
 
-/// Lifecycles, seconds and failures summed over batches.
-#[derive(Debug, Default)]
-struct Totals {
-    count: usize,
-    seconds: f64,
-    failures: usize,
-}
+/// The Go client's batches of one level and their failures, or why it could not run.
+type GoBatches = Result<(Vec<Batch>, u64), String>;
 
-impl Totals {
-    fn add(&mut self, count: usize, seconds: f64, failures: usize) {
-        self.count += count;
-        self.seconds += seconds;
-        self.failures += failures;
-    }
-
-    fn rate(&self) -> f64 {
-        self.count as f64 / self.seconds
-    }
-}
-
-/// Runs one batch of the Go client, or leaves `totals` as the reason it could not run.
+/// Runs one batch of the Go client, or leaves `batches` as the reason it could not run.
 async fn add_go(
-    totals: &mut Result<Totals, String>,
+    batches: &mut GoBatches,
     env: &Env,
     namespace: &str,
     batch: usize,
     count: usize,
     concurrency: usize,
 ) {
-    let Ok(sums) = totals.as_mut() else {
+    let Ok((sums, failures)) = batches.as_mut() else {
         return;
     };
-    let Ok(go) = env.go.as_ref() else {
-        *totals = env
-            .go
-            .as_ref()
-            .map(|_| Totals::default())
-            .map_err(Clone::clone);
-        return;
+    let go = match env.go.as_ref() {
+        Ok(go) => go,
+        Err(reason) => {
+            *batches = Err(reason.clone());
+            return;
+        }
     };
     let prefix = format!("go-c{concurrency}-b{batch}");
     match go.throughput(namespace, &prefix, count, concurrency).await {
@@ -112,13 +123,13 @@ async fn add_go(
             if let Some(error) = &result.first_error {
                 tracing::warn!(%error, "Go lifecycle failed");
             }
-            sums.add(
+            sums.push(Batch {
                 count,
-                result.seconds,
-                usize::try_from(result.failures).unwrap_or(usize::MAX),
-            );
+                seconds: result.seconds,
+            });
+            *failures += result.failures;
         }
-        Err(error) => *totals = Err(format!("failed: {error:#}")),
+        Err(error) => *batches = Err(format!("failed: {error:#}")),
     }
 }
 
@@ -160,4 +171,18 @@ async fn run_keel(
     }
     let seconds = started.elapsed().as_secs_f64();
     (seconds, failures.load(Ordering::SeqCst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_size;
+
+    #[test]
+    fn batch_size_keeps_minimum_and_fours() {
+        assert_eq!(batch_size(600, 1), 25);
+        assert_eq!(batch_size(600, 10), 50);
+        assert_eq!(batch_size(600, 50), 150);
+        assert_eq!(batch_size(50, 2), 13);
+        assert_eq!(batch_size(2, 1), 1);
+    }
 }
