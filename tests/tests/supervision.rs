@@ -1,9 +1,11 @@
 //! The actor tree's restarts on a real containerd: each actor is made to fail on request,
 //! and the client must go on serving, with every exit reported once and with its code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use keel::{Event, FaultTarget, ProcessId};
+use keel::spec::exec_process;
+use keel::{Event, ExecId, FaultTarget, ProcessId, StdioRequest};
 use keel_tests::Harness;
 
 /// How long a test waits for the backend to receive an exit.
@@ -62,6 +64,60 @@ async fn failed_container_actor_keeps_handles_working() {
         .expect("delete task through the old handle");
     container.delete().await.expect("delete container");
     assert_eq!(harness.client.tracked_containers(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_container_actor_keeps_exec_handles() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("execs", &["sleep", "1000"]).await;
+    let mut process = task
+        .exec(
+            "probe",
+            exec_process(["sh", "-c", "sleep 2; exit 7"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("exec");
+    process.start().await.expect("start exec");
+    let process = Arc::new(process);
+    let waiting = tokio::spawn({
+        let process = Arc::clone(&process);
+        async move { process.wait().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    harness
+        .client
+        .inject_failure(FaultTarget::Container(container.id().clone()))
+        .expect("inject failure");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let status = process
+        .status()
+        .await
+        .expect("exec status after the restart");
+    assert!(
+        matches!(status, keel::ProcessStatus::Running),
+        "status: {status:?}"
+    );
+    let status = waiting
+        .await
+        .expect("join")
+        .expect("exec wait across the restart");
+    assert_eq!(status.code, 7);
+    let code = process.wait().await.expect("wait after the exit").code;
+    assert_eq!(code, 7);
+    let probe = ProcessId::Exec(ExecId::new("probe").expect("exec id"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exits = harness.recorder.exits_of("execs", &probe);
+    assert_eq!(exits.len(), 1, "exits: {exits:?}");
+    assert_eq!(exit_code(&exits[0]), Some(7));
+
+    task.kill(9, true).await.expect("kill task");
+    assert_eq!(task.wait().await.expect("wait task").code, 137);
+    task.delete().await.expect("delete task");
+    container.delete().await.expect("delete container");
     harness.stop().await;
 }
 

@@ -476,6 +476,7 @@ async fn dispatch(
                 container.leave(&myself, "reload failed");
                 return Ok(());
             }
+            container.adopt_running_execs().await;
             container.reconcile(&myself).await;
         }
         ContainerMsg::ReleaseInitExit => container.release_init_exit(true).await,

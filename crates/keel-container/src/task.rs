@@ -223,6 +223,71 @@ impl ContainerState {
         Ok(())
     }
 
+    /// Starts tracking the exec processes that run in the loaded task, so that an actor which
+    /// replaced a failed one serves the handles made before and reconciles these processes'
+    /// exits. Listing the processes makes the shim run `runc ps`, so a plain load skips it.
+    pub(crate) async fn adopt_running_execs(&mut self) {
+        let running = self.task.as_ref().is_some_and(|task| {
+            task.init.pid.is_some_and(|pid| pid != 0) && task.init.exit_status().is_none()
+        });
+        if !running {
+            return;
+        }
+        let processes = match self.processes().await {
+            Ok(processes) => processes,
+            Err(error) => {
+                tracing::warn!(container_id = %self.container_id, %error, "cannot list the processes of the reloaded task; their exec handles return not found");
+                return;
+            }
+        };
+        for exec_id in processes.into_iter().filter_map(|process| process.exec_id) {
+            if let Err(error) = self.adopt_exec(exec_id.clone()).await {
+                tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot adopt a running exec");
+            }
+        }
+    }
+
+    /// Starts tracking the exec `exec_id` with the FIFOs and state containerd reports for it.
+    async fn adopt_exec(&mut self, exec_id: ExecId) -> Result<(), Error> {
+        let tracked = self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.execs.contains_key(&exec_id));
+        if tracked {
+            return Ok(());
+        }
+
+        let process = ProcessId::Exec(exec_id.clone());
+        let request = GetRequest {
+            container_id: self.container_id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        let mut tasks = self.services.tasks();
+        let response = self
+            .call_for(Operation::Status, &process, tasks.get(request))
+            .await?;
+        let Some(info) = response.process else {
+            return Ok(());
+        };
+
+        let paths = [
+            info.stdin.as_str(),
+            info.stdout.as_str(),
+            info.stderr.as_str(),
+        ];
+        let fifos = FifoSet::adopt(&self.bundle_dir, paths).unwrap_or_else(|error| {
+            tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot adopt the FIFOs of a running exec");
+            FifoSet::default()
+        });
+        let mut state = ProcessState::new(fifos);
+        state.mark_created(info.pid);
+        state.mark_started(info.pid);
+        if let Some(task) = self.task.as_mut() {
+            task.execs.insert(exec_id, state);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn create_task(
         &mut self,
         request: CreateTask,
