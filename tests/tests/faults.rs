@@ -22,7 +22,7 @@ use keel::{
 use keel_testkit::{
     fifo_count, is_process_alive, is_stale_task_bundle, loses_exits_across_restart,
 };
-use keel_tests::{Harness, Recorder, start_exec};
+use keel_tests::{Harness, Recorder, delete_task_and_container, start_exec};
 
 /// The bound on how long keel may take to report an exit once containerd serves again.
 const EXIT_AFTER_RECONNECT: Duration = Duration::from_secs(10);
@@ -657,8 +657,7 @@ async fn exec_after_shim_killed_names_stopped_task() {
         .recorder
         .wait_for_event("shimless", Duration::from_secs(5), is_deleted)
         .await;
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     fixture.stop().await;
 }
 
@@ -751,8 +750,7 @@ async fn requests_racing_an_exit_fail_precondition() {
         assert_eq!(updated.kind(), ErrorKind::FailedPrecondition, "{updated}");
 
         task.wait().await.expect("wait");
-        task.delete().await.expect("delete task");
-        container.delete().await.expect("delete container");
+        delete_task_and_container(&container, task).await;
     }
     fixture.stop().await;
 }
@@ -916,10 +914,8 @@ async fn blocked_backend_delays_only_its_container() {
         "fast exit took {delay:?}"
     );
 
-    fast_task.delete().await.expect("delete fast task");
-    fast.delete().await.expect("delete fast");
-    slow_task.delete().await.expect("delete slow task");
-    slow.delete().await.expect("delete slow");
+    delete_task_and_container(&fast, fast_task).await;
+    delete_task_and_container(&slow, slow_task).await;
     fixture.stop().await;
 }
 
