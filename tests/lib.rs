@@ -1,17 +1,40 @@
 //! Shared set-up of the real-containerd tests: a private containerd per test, a fresh
 //! namespace, a busybox root folder, and a backend that records every event.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel::spec::SpecBuilder;
+use keel::spec::{SpecBuilder, exec_process};
 use keel::{
-    Backend, Client, ClientOptions, Container, ContainerEvent, Event, ProcessId, StdioRequest, Task,
+    Backend, Client, ClientOptions, Container, ContainerEvent, Event, ExitStatus, OutputStream,
+    Process, ProcessId, StdioRequest, Task,
 };
 use keel_testkit::PrivateContainerd;
 use oci_spec::runtime::Spec;
+use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
+
+/// Stdout and stderr as FIFOs, no stdin.
+pub const OUTPUT: StdioRequest = StdioRequest {
+    stdin: false,
+    output: true,
+    terminal: false,
+};
+
+/// Stdin, stdout and stderr as FIFOs, no terminal.
+pub const INPUT_OUTPUT: StdioRequest = StdioRequest {
+    stdin: true,
+    output: true,
+    terminal: false,
+};
+
+/// SIGKILL's number.
+pub const SIGKILL: u32 = 9;
+
+/// How long [`force_delete`] gives containerd to stop a container's processes.
+const FORCE_DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Records events in arrival order and wakes waiters on each one.
 #[derive(Clone, Default)]
@@ -72,6 +95,59 @@ impl Recorder {
             let _ = tokio::time::timeout_at(deadline, arrived).await;
         }
     }
+
+    /// Waits until an event of `container_id` matches `matches`, at most `timeout`, and
+    /// returns the events of `container_id` received by then.
+    pub async fn wait_for_event(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+        matches: impl Fn(&Event) -> bool,
+    ) -> Vec<Event> {
+        self.wait_for(container_id, timeout, |events| events.iter().any(&matches))
+            .await
+    }
+
+    /// Waits until the init process of `container_id` exited, at most `timeout`, and returns
+    /// the events of `container_id` received by then.
+    pub async fn wait_for_init_exit(&self, container_id: &str, timeout: Duration) -> Vec<Event> {
+        self.wait_for_event(container_id, timeout, is_init_exit)
+            .await
+    }
+}
+
+/// Reports whether `event` is an exit of a container's init process.
+pub fn is_init_exit(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Exited {
+            process: ProcessId::Init,
+            ..
+        }
+    )
+}
+
+/// Counts the init exits among `events`.
+pub fn count_init_exits(events: &[Event]) -> usize {
+    events.iter().filter(|event| is_init_exit(event)).count()
+}
+
+/// Asserts that `events[index]` is an exit of init process `pid` with `code` that containerd
+/// reported, not a synthetic one. `context` starts every failure message.
+pub fn assert_init_exit(events: &[Event], index: usize, pid: u32, code: u32, context: &str) {
+    let Some(Event::Exited {
+        process,
+        pid: exit_pid,
+        status,
+        synthetic,
+    }) = events.get(index)
+    else {
+        panic!("{context}: event {index} is not an exit: {events:?}");
+    };
+    assert_eq!(*process, ProcessId::Init, "{context}");
+    assert_eq!(*exit_pid, pid, "{context}");
+    assert_eq!(status.code, code, "{context}");
+    assert_eq!(*synthetic, None, "{context}");
 }
 
 /// Creates `container_id` from `spec` through `client` and starts its task with `stdio`.
@@ -91,6 +167,91 @@ pub async fn create_and_start(
         Err(error) => panic!("failed to start {container_id}: {error}"),
     };
     (container, task)
+}
+
+/// Adds exec `exec_id` running `args` to `task` with `stdio` and starts it. Panics, and so
+/// fails the test, when either step fails.
+pub async fn start_exec(task: &Task, exec_id: &str, args: &[&str], stdio: StdioRequest) -> Process {
+    let mut process = match task
+        .exec(exec_id, exec_process(args.iter().copied()), stdio)
+        .await
+    {
+        Ok(process) => process,
+        Err(error) => panic!("failed to add exec {exec_id} {args:?}: {error}"),
+    };
+    if let Err(error) = process.start().await {
+        panic!("failed to start exec {exec_id} {args:?}: {error}");
+    }
+    process
+}
+
+/// Waits for the exit that `wait` (a task's or an exec's `wait()`) returns, at most `timeout`.
+/// Panics with `expectation` when the wait takes longer or fails.
+pub async fn wait_within(
+    timeout: Duration,
+    wait: impl Future<Output = Result<ExitStatus, keel::Error>>,
+    expectation: &str,
+) -> ExitStatus {
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(error)) => panic!("{expectation}: wait failed: {error}"),
+        Err(_) => panic!("{expectation}: timed out after {timeout:?}"),
+    }
+}
+
+/// Reads `stream` to its end. `None` reads nothing. Panics when a read fails.
+pub async fn read_all(stream: Option<OutputStream>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut stream) = stream
+        && let Err(error) = stream.read_to_end(&mut bytes).await
+    {
+        panic!("failed to read stream: {error}");
+    }
+    bytes
+}
+
+/// Deletes the stopped `task`, then `container`. Panics when either delete fails.
+pub async fn delete_task_and_container(container: &Container, task: Task) {
+    let container_id = container.id().to_string();
+    if let Err(error) = task.delete().await {
+        panic!("failed to delete the task of {container_id}: {error}");
+    }
+    if let Err(error) = container.delete().await {
+        panic!("failed to delete {container_id}: {error}");
+    }
+}
+
+/// Sends SIGKILL to the init process of `task`, waits for its exit, deletes the task and
+/// `container`, and returns the exit status. Panics when any step fails.
+pub async fn kill_and_delete(container: &Container, task: Task) -> ExitStatus {
+    kill_wait_and_delete(container, task, false).await
+}
+
+/// Sends SIGKILL to every process of `task`, waits for the init exit, deletes the task and
+/// `container`, and returns the init exit status. Panics when any step fails.
+pub async fn kill_all_and_delete(container: &Container, task: Task) -> ExitStatus {
+    kill_wait_and_delete(container, task, true).await
+}
+
+async fn kill_wait_and_delete(container: &Container, task: Task, all: bool) -> ExitStatus {
+    let container_id = container.id().to_string();
+    if let Err(error) = task.kill(SIGKILL, all).await {
+        panic!("failed to kill {container_id}: {error}");
+    }
+    let status = match task.wait().await {
+        Ok(status) => status,
+        Err(error) => panic!("failed to wait for {container_id}: {error}"),
+    };
+    delete_task_and_container(container, task).await;
+    status
+}
+
+/// Force-deletes `container` with its task and execs, allowing ten seconds. Panics when the
+/// delete fails.
+pub async fn force_delete(container: &Container) {
+    if let Err(error) = container.force_delete(FORCE_DELETE_TIMEOUT).await {
+        panic!("failed to force-delete {}: {error}", container.id());
+    }
 }
 
 /// A private containerd, a client in a fresh namespace, and a busybox root folder.
@@ -122,8 +283,17 @@ pub fn init_tracing() {
 }
 
 impl Harness {
-    /// Starts a private containerd and connects a client to it.
+    /// Starts a private containerd and connects a client to it that records every event.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}, |recorder| recorder).await
+    }
+
+    /// Starts a private containerd and connects a client whose options `configure` adjusts
+    /// and whose backend `wrap` builds around the harness's recorder.
+    pub async fn start_with<B: Backend>(
+        configure: impl FnOnce(&mut ClientOptions),
+        wrap: impl FnOnce(Recorder) -> B,
+    ) -> Self {
         init_tracing();
         let containerd = match PrivateContainerd::start().await {
             Ok(containerd) => containerd,
@@ -136,9 +306,10 @@ impl Harness {
             Err(error) => panic!("cannot build the busybox root folder: {error}"),
         };
         let recorder = Recorder::default();
-        let options =
+        let mut options =
             ClientOptions::new(containerd.socket(), namespace.as_str()).state_dir(&state_dir);
-        let client = match Client::connect_with(options, recorder.clone()).await {
+        configure(&mut options);
+        let client = match Client::connect_with(options, wrap(recorder.clone())).await {
             Ok(client) => client,
             Err(error) => panic!("cannot connect to the private containerd: {error}"),
         };
@@ -157,6 +328,34 @@ impl Harness {
         SpecBuilder::new(&self.rootfs)
             .args(args.iter().copied())
             .build()
+    }
+
+    /// Returns the options of the harness's client: its containerd, namespace and state folder.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions::new(self.containerd.socket(), self.namespace.as_str())
+            .state_dir(&self.state_dir)
+    }
+
+    /// Connects another client with [`Self::client_options`] that sends events to `backend`,
+    /// as an engine that restarted does. Panics when the connect fails.
+    pub async fn connect(&self, backend: impl Backend) -> Client {
+        match Client::connect_with(self.client_options(), backend).await {
+            Ok(client) => client,
+            Err(error) => panic!("cannot connect another client: {error}"),
+        }
+    }
+
+    /// Creates `container_id` running `args` without starting a task. Panics when the create
+    /// fails.
+    pub async fn create_container(&self, container_id: &str, args: &[&str]) -> Container {
+        match self
+            .client
+            .create_container(container_id, self.spec(args))
+            .await
+        {
+            Ok(container) => container,
+            Err(error) => panic!("failed to create {container_id}: {error}"),
+        }
     }
 
     /// Creates `container_id` running `args` and starts its task without stdio.

@@ -5,32 +5,11 @@ use std::time::Duration;
 
 use keel::spec::exec_process;
 use keel::{ErrorKind, Event, ProcessId, ProcessStatus, StdioRequest};
-use keel_tests::Harness;
+use keel_tests::{
+    Harness, INPUT_OUTPUT, OUTPUT, Recorder, SIGKILL, delete_task_and_container, force_delete,
+    kill_all_and_delete, kill_and_delete, read_all, start_exec, wait_within,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const OUTPUT: StdioRequest = StdioRequest {
-    stdin: false,
-    output: true,
-    terminal: false,
-};
-
-const INPUT_OUTPUT: StdioRequest = StdioRequest {
-    stdin: true,
-    output: true,
-    terminal: false,
-};
-
-const SIGKILL: u32 = 9;
-
-async fn read_all(stream: Option<keel::OutputStream>) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    if let Some(mut stream) = stream
-        && let Err(error) = stream.read_to_end(&mut bytes).await
-    {
-        panic!("cannot read stream: {error}");
-    }
-    bytes
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_names_containerd_release() {
@@ -45,11 +24,7 @@ async fn closed_stdin_ends_cat_as_init() {
     let harness = Harness::start().await;
     for round in 0..100 {
         let id = format!("cat-{round}");
-        let container = harness
-            .client
-            .create_container(&id, harness.spec(&["cat"]))
-            .await
-            .expect("create");
+        let container = harness.create_container(&id, &["cat"]).await;
         let mut task = container
             .create_task(INPUT_OUTPUT)
             .await
@@ -64,14 +39,11 @@ async fn closed_stdin_ends_cat_as_init() {
         }
         let output = read_all(task.take_stdout()).await;
         drop(task.take_stderr());
-        let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
-            .await
-            .unwrap_or_else(|_| panic!("round {round}: cat did not exit within 5 s"))
-            .expect("wait");
+        let expectation = format!("round {round}: cat exits");
+        let status = wait_within(Duration::from_secs(5), task.wait(), &expectation).await;
         assert_eq!(status.code, 0, "round {round}");
         assert!(output.is_empty(), "round {round}");
-        task.delete().await.expect("delete task");
-        container.delete().await.expect("delete container");
+        delete_task_and_container(&container, task).await;
     }
     harness.stop().await;
 }
@@ -101,16 +73,11 @@ async fn closed_stdin_ends_cat_as_exec() {
         }
         drop(process.take_stdout());
         drop(process.take_stderr());
-        let status = tokio::time::timeout(Duration::from_secs(5), process.wait())
-            .await
-            .unwrap_or_else(|_| panic!("round {round}: cat did not exit within 5 s"))
-            .expect("wait");
+        let expectation = format!("round {round}: cat exits");
+        let status = wait_within(Duration::from_secs(5), process.wait(), &expectation).await;
         assert_eq!(status.code, 0, "round {round}");
     }
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 
@@ -131,8 +98,7 @@ async fn stdin_then_eof_echoes_exactly() {
     assert_eq!(task.wait().await.expect("wait").code, 0);
 
     let exec_container = task.container().clone();
-    task.delete().await.expect("delete task");
-    exec_container.delete().await.expect("delete container");
+    delete_task_and_container(&exec_container, task).await;
     harness.stop().await;
 }
 
@@ -159,8 +125,7 @@ async fn stdout_sizes_arrive_byte_exact() {
                 .position(|(index, byte)| *byte != pattern[index % pattern.len()]);
             assert_eq!(mismatch, None, "size {size}: first wrong byte");
             task.wait().await.expect("wait");
-            task.delete().await.expect("delete task");
-            container.delete().await.expect("delete container");
+            delete_task_and_container(&container, task).await;
         }
     }
     harness.stop().await;
@@ -180,8 +145,7 @@ async fn late_reader_gets_all_output() {
     assert_eq!(output.len(), size);
     assert!(output.iter().all(|byte| *byte == 0));
     task.wait().await.expect("wait");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -205,8 +169,7 @@ async fn large_stdin_reaches_wc() {
     let output = reader.await.expect("reader task");
     assert_eq!(String::from_utf8_lossy(&output).trim(), "67108864");
     assert_eq!(task.wait().await.expect("wait").code, 0);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -215,15 +178,7 @@ async fn exec_id_reusable_after_exit_or_kill() {
     let harness = Harness::start().await;
     let (container, task) = harness.run_detached("reuse", &["sleep", "1000"]).await;
 
-    let mut first = task
-        .exec(
-            "probe",
-            exec_process(["sleep", "1000"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("exec");
-    first.start().await.expect("start first");
+    let first = start_exec(&task, "probe", &["sleep", "1000"], StdioRequest::default()).await;
     let duplicate = task
         .exec("probe", exec_process(["true"]), StdioRequest::default())
         .await
@@ -240,17 +195,9 @@ async fn exec_id_reusable_after_exit_or_kill() {
     first.kill(SIGKILL).await.expect("kill");
     assert_eq!(first.wait().await.expect("wait").code, 137);
 
-    let mut second = task
-        .exec("probe", exec_process(["true"]), StdioRequest::default())
-        .await
-        .expect("exec after kill");
-    second.start().await.expect("start second");
+    let second = start_exec(&task, "probe", &["true"], StdioRequest::default()).await;
     assert_eq!(second.wait().await.expect("wait").code, 0);
-    let mut third = task
-        .exec("probe", exec_process(["true"]), StdioRequest::default())
-        .await
-        .expect("exec after exit");
-    third.start().await.expect("start third");
+    let third = start_exec(&task, "probe", &["true"], StdioRequest::default()).await;
     assert_eq!(third.wait().await.expect("wait").code, 0);
     assert_eq!(third.delete().await.expect("delete exec").code, 0);
 
@@ -268,10 +215,7 @@ async fn exec_id_reusable_after_exit_or_kill() {
         Err(error) => panic!("cannot read the bundle folder: {error}"),
     };
     assert_eq!(exec_fifos, 0);
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 
@@ -287,11 +231,7 @@ async fn exec_of_missing_binary_is_executable_not_found() {
     assert_eq!(error.kind(), ErrorKind::ExecutableNotFound, "{error}");
     drop(process);
     // The failed exec was deleted, so its id is free again.
-    let mut retry = task
-        .exec("ghost", exec_process(["true"]), StdioRequest::default())
-        .await
-        .expect("exec again");
-    retry.start().await.expect("start");
+    let retry = start_exec(&task, "ghost", &["true"], StdioRequest::default()).await;
     assert_eq!(retry.wait().await.expect("wait").code, 0);
 
     let missing = harness
@@ -300,10 +240,7 @@ async fn exec_of_missing_binary_is_executable_not_found() {
         .await
         .expect_err("unknown container");
     assert_eq!(missing.kind(), ErrorKind::NotFound);
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 
@@ -311,11 +248,7 @@ async fn exec_of_missing_binary_is_executable_not_found() {
 async fn deletes_follow_task_state() {
     let harness = Harness::start().await;
 
-    let idle = harness
-        .client
-        .create_container("idle", harness.spec(&["true"]))
-        .await
-        .expect("create");
+    let idle = harness.create_container("idle", &["true"]).await;
     let task = idle.create_task(OUTPUT).await.expect("create task");
     task.delete().await.expect("created task deletes");
     idle.delete().await.expect("delete container");
@@ -335,9 +268,7 @@ async fn deletes_follow_task_state() {
         ProcessStatus::Running
     ));
 
-    busy.force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&busy).await;
     let exits = harness.recorder.exits_of("busy", &ProcessId::Init);
     assert_eq!(exits.len(), 1, "{exits:?}");
     assert!(
@@ -402,10 +333,7 @@ async fn paused_task_rules() {
     task.pause().await.expect("pause again");
 
     task.kill(SIGKILL, false).await.expect("kill paused");
-    let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
-        .await
-        .expect("paused task dies within 5 s")
-        .expect("wait");
+    let status = wait_within(Duration::from_secs(5), task.wait(), "paused task dies").await;
     assert_eq!(status.code, 137);
 
     let paused_events = |events: &[Event]| {
@@ -421,8 +349,7 @@ async fn paused_task_rules() {
     assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(paused_events(&harness.recorder.events_of("frozen")), before);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -446,15 +373,7 @@ async fn stats_and_processes_of_running_task() {
     assert_eq!(stats.memory.limit_bytes, 64 << 20, "{stats:?}");
     assert!(stats.memory.usage_bytes > 0, "{stats:?}");
 
-    let mut process = task
-        .exec(
-            "lister",
-            exec_process(["sleep", "1000"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("exec");
-    process.start().await.expect("start exec");
+    let process = start_exec(&task, "lister", &["sleep", "1000"], StdioRequest::default()).await;
     let processes = task.processes().await.expect("processes");
     assert!(
         processes
@@ -476,10 +395,7 @@ async fn stats_and_processes_of_running_task() {
         task.stats().await.expect("stats").memory.limit_bytes,
         128 << 20
     );
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 
@@ -514,8 +430,7 @@ async fn terminal_task_resizes_and_reattaches() {
     assert!(text.contains("got hello"), "{text:?}");
     drop(stdin);
     task.wait().await.expect("wait");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -524,15 +439,13 @@ async fn reloaded_client_reattaches_init_and_execs() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "read line; echo init $line"]);
     let (_container, mut task) = harness.create_and_start("again", spec, INPUT_OUTPUT).await;
-    let mut process = task
-        .exec(
-            "side",
-            exec_process(["sh", "-c", "read line; echo exec $line"]),
-            INPUT_OUTPUT,
-        )
-        .await
-        .expect("exec");
-    process.start().await.expect("start exec");
+    let mut process = start_exec(
+        &task,
+        "side",
+        &["sh", "-c", "read line; echo exec $line"],
+        INPUT_OUTPUT,
+    )
+    .await;
     // The engine goes away: its streams close and a new client takes over.
     drop(task.take_stdout());
     drop(task.take_stderr());
@@ -542,12 +455,8 @@ async fn reloaded_client_reattaches_init_and_execs() {
     drop(process.take_stdin());
     harness.client.shutdown(Duration::from_secs(5)).await;
 
-    let recorder = keel_tests::Recorder::default();
-    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-        .state_dir(&harness.state_dir);
-    let client = keel::Client::connect_with(options, recorder.clone())
-        .await
-        .expect("reconnect");
+    let recorder = Recorder::default();
+    let client = harness.connect(recorder.clone()).await;
     let container = client.load_container("again").await.expect("load");
     let (mut task, mut processes) = container.attach().await.expect("attach");
     assert_eq!(processes.len(), 1);
@@ -566,8 +475,7 @@ async fn reloaded_client_reattaches_init_and_execs() {
     assert_eq!(output, b"init one\n");
     drop((stdin, exec_stdin));
     assert_eq!(task.wait().await.expect("wait").code, 0);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     client.shutdown(Duration::from_secs(5)).await;
     harness.containerd.stop().await;
 }
@@ -577,13 +485,14 @@ async fn wait_ignores_output_never_taken() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "echo ignored; exit 4"]);
     let (container, task) = harness.create_and_start("untaken", spec, OUTPUT).await;
-    let status = tokio::time::timeout(Duration::from_secs(5), task.wait())
-        .await
-        .expect("wait returns although nobody took the output")
-        .expect("wait");
+    let status = wait_within(
+        Duration::from_secs(5),
+        task.wait(),
+        "wait returns although nobody took the output",
+    )
+    .await;
     assert_eq!(status.code, 4);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -599,32 +508,28 @@ async fn unread_output_never_blocks_the_process() {
     let mut start = [0; 1024];
     stdout.read_exact(&mut start).await.expect("read the start");
     drop((stdout, task.take_stderr()));
-    let status = tokio::time::timeout(Duration::from_secs(30), task.wait())
-        .await
-        .expect("the process ends although its output was dropped")
-        .expect("wait");
+    let status = wait_within(
+        Duration::from_secs(30),
+        task.wait(),
+        "the process ends although its output was dropped",
+    )
+    .await;
     assert_eq!(status.code, 5);
 
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
 
     let (container, task) = harness
         .run_detached("unread-exec", &["sleep", "1000"])
         .await;
-    let mut process = task
-        .exec("script", exec_process(["sh", "-c", script]), OUTPUT)
-        .await
-        .expect("exec");
-    process.start().await.expect("start exec");
-    let status = tokio::time::timeout(Duration::from_secs(30), process.wait())
-        .await
-        .expect("the exec ends although its output was never taken")
-        .expect("wait exec");
+    let process = start_exec(&task, "script", &["sh", "-c", script], OUTPUT).await;
+    let status = wait_within(
+        Duration::from_secs(30),
+        process.wait(),
+        "the exec ends although its output was never taken",
+    )
+    .await;
     assert_eq!(status.code, 5);
-    task.kill(SIGKILL, false).await.expect("kill");
-    task.wait().await.expect("wait");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    kill_and_delete(&container, task).await;
     harness.stop().await;
 }
 
@@ -656,19 +561,14 @@ async fn stdin_write_fails_once_the_process_exited() {
         .expect("the waiting write ends once the process exited")
         .expect("join");
     assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_container_handle_returns_not_found() {
     let harness = Harness::start().await;
-    let container = harness
-        .client
-        .create_container("once", harness.spec(&["true"]))
-        .await
-        .expect("create");
+    let container = harness.create_container("once", &["true"]).await;
     let copy = container.clone();
     container.delete().await.expect("delete");
 
@@ -720,12 +620,8 @@ async fn concurrent_loads_all_wait_for_the_one_exit() {
     harness.client.shutdown(Duration::from_secs(5)).await;
 
     // A restarted engine whose handlers all load the running container at once.
-    let recorder = keel_tests::Recorder::default();
-    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-        .state_dir(&harness.state_dir);
-    let client = keel::Client::connect_with(options, recorder.clone())
-        .await
-        .expect("reconnect");
+    let recorder = Recorder::default();
+    let client = harness.connect(recorder.clone()).await;
     let mut loads = Vec::new();
     for _ in 0..8 {
         let client = client.clone();
@@ -789,11 +685,9 @@ async fn concurrent_creates_of_one_id_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_limit_holds_under_concurrent_creates() {
     let harness = Harness::start().await;
-    let mut options =
-        keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-            .state_dir(&harness.state_dir);
+    let mut options = harness.client_options();
     options.limits.max_containers = 3;
-    let client = keel::Client::connect_with(options, keel_tests::Recorder::default())
+    let client = keel::Client::connect_with(options, Recorder::default())
         .await
         .expect("connect");
     let mut creates = Vec::new();
@@ -834,25 +728,15 @@ async fn container_limit_holds_under_concurrent_creates() {
 async fn stale_exec_handle_spares_reused_id() {
     let harness = Harness::start().await;
     let (container, task) = harness.run_detached("reuse", &["sleep", "1000"]).await;
-    let mut old = task
-        .exec(
-            "job",
-            exec_process(["sh", "-c", "exit 1"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("add first exec");
-    old.start().await.expect("start first exec");
+    let old = start_exec(
+        &task,
+        "job",
+        &["sh", "-c", "exit 1"],
+        StdioRequest::default(),
+    )
+    .await;
     assert_eq!(old.wait().await.expect("wait first exec").code, 1);
-    let mut new = task
-        .exec(
-            "job",
-            exec_process(["sleep", "1000"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("add second exec with the same id");
-    new.start().await.expect("start second exec");
+    let new = start_exec(&task, "job", &["sleep", "1000"], StdioRequest::default()).await;
 
     let kill = old
         .kill(SIGKILL)
@@ -888,10 +772,7 @@ async fn stale_exec_handle_spares_reused_id() {
         new.wait().await.expect("wait second exec").code,
         128 + SIGKILL
     );
-    task.kill(SIGKILL, true).await.expect("kill task");
-    task.wait().await.expect("wait task");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    kill_all_and_delete(&container, task).await;
     harness.stop().await;
 }
 
@@ -961,26 +842,12 @@ async fn wait_after_container_delete_returns_not_found() {
     for forced in [true, false] {
         let id = format!("gone-{forced}");
         let (container, task) = harness.run_detached(&id, &["sleep", "1000"]).await;
-        let mut exec = task
-            .exec(
-                "p",
-                exec_process(["sleep", "1000"]),
-                StdioRequest::default(),
-            )
-            .await
-            .expect("add exec");
-        exec.start().await.expect("start exec");
+        let exec = start_exec(&task, "p", &["sleep", "1000"], StdioRequest::default()).await;
         let task_handle = container.task().await.expect("second task handle");
         if forced {
-            container
-                .force_delete(Duration::from_secs(10))
-                .await
-                .expect("force delete");
+            force_delete(&container).await;
         } else {
-            task.kill(SIGKILL, true).await.expect("kill task");
-            task.wait().await.expect("wait task");
-            task.delete().await.expect("delete task");
-            container.delete().await.expect("delete container");
+            kill_all_and_delete(&container, task).await;
         }
 
         let waits = async { tokio::join!(exec.wait(), task_handle.wait(), exec.kill(SIGKILL)) };

@@ -13,11 +13,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keel::{
-    Client, ClientOptions, Container, Event, ProcessId, ProcessStatus, RUNC_RUNTIME, RuncOptions,
-    Runtime, StdioRequest, Task,
+use keel::{Container, Event, ProcessId, ProcessStatus, RUNC_RUNTIME, RuncOptions, Runtime, Task};
+use keel_tests::{
+    Harness, OUTPUT, Recorder, SIGKILL, count_init_exits, kill_and_delete, start_exec, wait_within,
 };
-use keel_tests::{Harness, Recorder};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Counts up about ten times a second, replacing /tmp/n with each value and then printing it.
@@ -30,23 +29,13 @@ const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n.next; \
 /// process cannot be mistaken for a fresh one.
 const WARM_COUNT: u64 = 10;
 
-const OUTPUT: StdioRequest = StdioRequest {
-    stdin: false,
-    output: true,
-    terminal: false,
-};
-
-const SIGKILL: u32 = 9;
-
 /// A generous bound for events, output and counts that arrive within a second normally.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_leaving_task_running() {
     let harness = Harness::start().await;
-    let container = create_counter(&harness, "running").await;
-    let task = start_counter(&container).await;
-    wait_for_count(&harness, WARM_COUNT).await;
+    let (container, task) = start_warm_counter(&harness, "running").await;
     let image = checkpoint_dir(&harness, "running");
 
     checkpoint(&task, &image, false).await;
@@ -71,20 +60,15 @@ async fn checkpoint_leaving_task_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_with_exit_then_restore_continues() {
     let harness = Harness::start().await;
-    let container = create_counter(&harness, "restored").await;
-    let task = start_counter(&container).await;
+    let (container, task) = start_warm_counter(&harness, "restored").await;
     let first_pid = task.pid();
-    wait_for_count(&harness, WARM_COUNT).await;
     let image = checkpoint_dir(&harness, "restored");
 
     checkpoint(&task, &image, true).await;
-    let status = tokio::time::timeout(TIMEOUT, task.wait())
-        .await
-        .expect("task exits after checkpoint")
-        .expect("wait");
+    let status = wait_within(TIMEOUT, task.wait(), "task exits after checkpoint").await;
     let exits = harness
         .recorder
-        .wait_for("restored", TIMEOUT, |events| count_init_exits(events) >= 1)
+        .wait_for_init_exit("restored", TIMEOUT)
         .await;
     assert_eq!(count_init_exits(&exits), 1, "{exits:?}");
     assert_ne!(
@@ -126,15 +110,10 @@ async fn checkpoint_with_exit_then_restore_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_restores_from_one_image_at_once() {
     let harness = Harness::start().await;
-    let source = create_counter(&harness, "source").await;
-    let task = start_counter(&source).await;
-    wait_for_count(&harness, WARM_COUNT).await;
+    let (source, task) = start_warm_counter(&harness, "source").await;
     let image = checkpoint_dir(&harness, "shared");
     checkpoint(&task, &image, true).await;
-    tokio::time::timeout(TIMEOUT, task.wait())
-        .await
-        .expect("task exits after checkpoint")
-        .expect("wait");
+    wait_within(TIMEOUT, task.wait(), "task exits after checkpoint").await;
     let checkpointed = count_on_host(&harness).expect("count written before checkpoint");
     task.delete().await.expect("delete task");
     source.delete().await.expect("delete source container");
@@ -215,9 +194,7 @@ async fn restore_from_non_checkpoint_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_folder_outlives_container() {
     let harness = Harness::start().await;
-    let container = create_counter(&harness, "kept").await;
-    let task = start_counter(&container).await;
-    wait_for_count(&harness, WARM_COUNT).await;
+    let (container, task) = start_warm_counter(&harness, "kept").await;
     let image = checkpoint_dir(&harness, "kept");
     let bundle = harness.bundle_dir("kept");
 
@@ -235,10 +212,7 @@ async fn checkpoint_folder_outlives_container() {
         .expect("restore");
     discard_output(&mut restored);
     assert_eq!(criu_work_dirs(&bundle), Vec::<PathBuf>::new());
-    restored.kill(SIGKILL, false).await.expect("kill");
-    restored.wait().await.expect("wait");
-    restored.delete().await.expect("delete restored task");
-    container.delete().await.expect("delete container");
+    kill_and_delete(&container, restored).await;
 
     assert!(image.join("inventory.img").is_file(), "image removed");
     assert!(
@@ -274,11 +248,7 @@ async fn loaded_container_keeps_runtime_options() {
     harness.client.shutdown(Duration::from_secs(5)).await;
 
     let recorder = Recorder::default();
-    let options = ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-        .state_dir(&harness.state_dir);
-    let client = Client::connect_with(options, recorder.clone())
-        .await
-        .expect("connect a new client");
+    let client = harness.connect(recorder.clone()).await;
     let container = client
         .load_container("reloaded")
         .await
@@ -288,13 +258,8 @@ async fn loaded_container_keeps_runtime_options() {
     let image = checkpoint_dir(&harness, "reloaded");
 
     checkpoint(&task, &image, true).await;
-    tokio::time::timeout(TIMEOUT, task.wait())
-        .await
-        .expect("task exits after checkpoint")
-        .expect("wait");
-    let events = recorder
-        .wait_for("reloaded", TIMEOUT, |events| count_init_exits(events) >= 1)
-        .await;
+    wait_within(TIMEOUT, task.wait(), "task exits after checkpoint").await;
+    let events = recorder.wait_for_init_exit("reloaded", TIMEOUT).await;
     assert_eq!(count_init_exits(&events), 1, "{events:?}");
     task.delete().await.expect("delete task");
 
@@ -307,10 +272,7 @@ async fn loaded_container_keeps_runtime_options() {
         restored.status().await.expect("status"),
         ProcessStatus::Running
     );
-    restored.kill(SIGKILL, false).await.expect("kill");
-    restored.wait().await.expect("wait");
-    restored.delete().await.expect("delete restored task");
-    container.delete().await.expect("delete container");
+    kill_and_delete(&container, restored).await;
     client.shutdown(Duration::from_secs(5)).await;
     harness.stop().await;
 }
@@ -354,12 +316,17 @@ fn discard_output(task: &mut Task) {
     drop(task.take_stderr());
 }
 
+/// Creates container `id` running the counter, starts it, and waits until it reached
+/// [`WARM_COUNT`].
+async fn start_warm_counter(harness: &Harness, id: &str) -> (Container, Task) {
+    let container = create_counter(harness, id).await;
+    let task = start_counter(&container).await;
+    wait_for_count(harness, WARM_COUNT).await;
+    (container, task)
+}
+
 async fn create_counter(harness: &Harness, id: &str) -> Container {
-    harness
-        .client
-        .create_container(id, counter_spec(harness))
-        .await
-        .expect("create")
+    harness.create_container(id, &["sh", "-c", COUNTER]).await
 }
 
 /// Returns a folder for a checkpoint image inside the test's containerd folder; keel makes it.
@@ -386,9 +353,7 @@ async fn wait_for_count(harness: &Harness, count: u64) {
 
 /// Reads /tmp/n inside the task's container with `cat`, run as an exec process.
 async fn read_count_by_exec(task: &Task, exec_id: &str) -> u64 {
-    let process = keel::spec::exec_process(["cat", "/tmp/n"]);
-    let mut process = task.exec(exec_id, process, OUTPUT).await.expect("exec");
-    process.start().await.expect("start exec");
+    let mut process = start_exec(task, exec_id, &["cat", "/tmp/n"], OUTPUT).await;
     drop(process.take_stderr());
     let mut stdout = process.take_stdout().expect("stdout requested");
     let mut text = String::new();
@@ -418,21 +383,6 @@ async fn first_printed_count(task: &mut Task) -> u64 {
     line.trim()
         .parse()
         .unwrap_or_else(|_| panic!("counter printed {line:?}"))
-}
-
-fn count_init_exits(events: &[Event]) -> usize {
-    events
-        .iter()
-        .filter(|event| {
-            matches!(
-                event,
-                Event::Exited {
-                    process: ProcessId::Init,
-                    ..
-                }
-            )
-        })
-        .count()
 }
 
 fn init_exits(recorder: &Recorder, container_id: &str) -> Vec<Event> {

@@ -15,13 +15,16 @@
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use keel_supervisor::{Containers, Supervisor, SupervisorConfig};
 use keel_testkit::PrivateContainerd;
+use keel_tests::{create_and_start, delete_task_and_container};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::Command;
 
@@ -96,38 +99,31 @@ impl CliHarness {
         command
     }
 
-    /// Runs `keel <args>` with `stdin` piped in (or none) and returns its output.
-    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = self.command(args);
-        command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn keel");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin piped");
-            pipe.write_all(input).await.expect("write stdin");
-            drop(pipe);
-        }
-        tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
-            .await
-            .expect("keel finished in time")
-            .expect("wait for keel")
-    }
-
-    /// Runs `keel run` with the busybox root folder.
-    async fn run_container(&self, flags: &[&str], id: &str, command: &[&str]) -> Output {
+    /// Returns `keel run --rootfs <busybox root folder> <flags> <id> -- <command>`.
+    fn run_command(&self, flags: &[&str], id: &str, command: &[&str]) -> Command {
         let rootfs = self.rootfs.to_string_lossy().into_owned();
         let mut args = vec!["run", "--rootfs", rootfs.as_str()];
         args.extend_from_slice(flags);
         args.push(id);
         args.push("--");
         args.extend_from_slice(command);
-        self.run(&args, None).await
+        self.command(&args)
+    }
+
+    /// Runs `keel <args>` with `stdin` piped in (or none) and returns its output.
+    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        output_of(self.command(args), stdin).await
+    }
+
+    /// Runs `keel run` with the busybox root folder.
+    async fn run_container(&self, flags: &[&str], id: &str, command: &[&str]) -> Output {
+        output_of(self.run_command(flags, id, command), None).await
+    }
+
+    /// Runs `keel run -d` with the busybox root folder and asserts that it succeeded.
+    async fn start_detached(&self, id: &str, command: &[&str]) {
+        let started = self.run_container(&["-d"], id, command).await;
+        assert!(started.status.success(), "run -d {id} failed: {started:?}");
     }
 
     /// Returns the rows of `keel ps --format json`.
@@ -137,6 +133,20 @@ impl CliHarness {
         let rows: serde_json::Value =
             serde_json::from_slice(&output.stdout).expect("ps output is JSON");
         rows.as_array().expect("ps output is an array").clone()
+    }
+
+    /// Runs `keel ps` every 100 ms until `done` holds for its rows, at most 100 times, and
+    /// returns the last rows.
+    async fn poll_ps(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let mut rows = Vec::new();
+        for _ in 0..100 {
+            rows = self.ps().await;
+            if done(&rows) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        rows
     }
 
     /// Starts `keel events --format json` and returns it with the first exit event it prints.
@@ -170,6 +180,57 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs `command` with `stdin` piped in (or none) and returns its output.
+async fn output_of(mut command: Command, stdin: Option<&[u8]>) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn keel");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        pipe.write_all(input).await.expect("write stdin");
+        drop(pipe);
+    }
+    finish(child).await
+}
+
+/// Sends `signal` to the `keel` process `child`.
+fn send_signal(child: &tokio::process::Child, signal: Signal) {
+    let pid = i32::try_from(child.id().expect("keel pid")).expect("pid fits");
+    nix::sys::signal::kill(Pid::from_raw(pid), signal)
+        .unwrap_or_else(|error| panic!("failed to send {signal} to keel: {error}"));
+}
+
+/// Waits for the `keel` process `child` to exit, at most [`COMMAND_TIMEOUT`]. Panics with
+/// `expectation` when it takes longer.
+async fn exit_in_time(child: &mut tokio::process::Child, expectation: &str) -> ExitStatus {
+    tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{expectation}: timed out after {COMMAND_TIMEOUT:?}"))
+        .expect("wait for keel")
+}
+
+/// Asserts that the `keel` process behind `output` exited with `code` and wrote nothing to
+/// stderr.
+fn assert_quiet_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "no error printed: {}",
+        text(&output.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_output_and_exit_code() {
     let harness = CliHarness::start().await;
@@ -192,14 +253,9 @@ async fn run_prints_output_and_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_interactive_reads_piped_stdin() {
     let harness = CliHarness::start().await;
-    let rootfs = harness.rootfs.to_string_lossy().into_owned();
+    let command = harness.run_command(&["-i", "--rm"], "cat", &["cat"]);
 
-    let output = harness
-        .run(
-            &["run", "-i", "--rm", "--rootfs", &rootfs, "cat", "--", "cat"],
-            Some(b"line one\nline two\n"),
-        )
-        .await;
+    let output = output_of(command, Some(b"line one\nline two\n")).await;
 
     assert_eq!(text(&output.stdout), "line one\nline two\n");
     assert_eq!(
@@ -220,14 +276,7 @@ async fn kill_then_rm_detached_container() {
         .await;
     let running = harness.ps().await;
     let killed = harness.run(&["kill", "-s", "KILL", "sleeper"], None).await;
-    let mut stopped = Vec::new();
-    for _ in 0..100 {
-        stopped = harness.ps().await;
-        if stopped[0]["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stopped = harness.poll_ps(|rows| rows[0]["status"] != "running").await;
     let removed = harness.run(&["rm", "sleeper"], None).await;
     let after_rm = harness.ps().await;
 
@@ -291,22 +340,13 @@ async fn errors_exit_with_code_of_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_print_exit_as_json() {
     let harness = CliHarness::start().await;
-    let started = harness
-        .run_container(&["-d"], "short", &["sh", "-c", "sleep 2; exit 7"])
+    harness
+        .start_detached("short", &["sh", "-c", "sleep 2; exit 7"])
         .await;
-    assert!(started.status.success(), "run -d failed: {started:?}");
 
     let (mut child, exit) = harness.first_exit_event().await;
-    let pid = child.id().expect("events pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("interrupt keel events");
-    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
-        .await
-        .expect("events stopped in time")
-        .expect("wait for events");
+    send_signal(&child, Signal::SIGINT);
+    let status = exit_in_time(&mut child, "keel events stops").await;
 
     assert_eq!(exit["container_id"], "short");
     assert_eq!(exit["event"]["Exited"]["status"]["code"], 7);
@@ -340,14 +380,8 @@ async fn ps_and_events_show_containers_of_other_clients() {
     let spec = keel::spec::SpecBuilder::new(&harness.rootfs)
         .args(["sh", "-c", "sleep 2; exit 4"])
         .build();
-    let container = client
-        .create_container("library-made", spec)
-        .await
-        .expect("create");
-    let task = container
-        .start_task(keel::StdioRequest::default())
-        .await
-        .expect("start");
+    let (container, task) =
+        create_and_start(&client, "library-made", spec, keel::StdioRequest::default()).await;
 
     let rows = harness.ps().await;
     assert_eq!(rows.len(), 1, "ps rows: {rows:?}");
@@ -364,8 +398,7 @@ async fn ps_and_events_show_containers_of_other_clients() {
     assert_eq!(task.wait().await.expect("wait").code, 4);
     let rows = harness.ps().await;
     assert_eq!(rows[0]["status"], "stopped (exit 4)");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     assert!(harness.ps().await.is_empty(), "ps after delete");
     client.shutdown(Duration::from_secs(5)).await;
     harness.stop().await;
@@ -387,10 +420,7 @@ async fn tty_session_follows_window_size() {
                   echo \"size $(stty size)\"; \
                   done; \
                   [ -t 0 ] && echo on-a-tty";
-    let rootfs = harness.rootfs.to_string_lossy().into_owned();
-    let mut command = harness.command(&[
-        "run", "-i", "-t", "--rm", "--rootfs", &rootfs, "tty", "--", "sh", "-c", script,
-    ]);
+    let mut command = harness.run_command(&["-i", "-t", "--rm"], "tty", &["sh", "-c", script]);
     let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("clone pty slave"));
     command
         .stdin(slave(&pty.slave))
@@ -408,16 +438,8 @@ async fn tty_session_follows_window_size() {
         ws_ypixel: 0,
     };
     rustix::termios::tcsetwinsize(&pty.master, bigger).expect("resize pty");
-    let pid = i32::try_from(child.id().expect("keel pid")).expect("pid fits");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGWINCH,
-    )
-    .expect("send SIGWINCH");
-    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
-        .await
-        .expect("keel run -t finished in time")
-        .expect("wait for keel");
+    send_signal(&child, Signal::SIGWINCH);
+    let status = exit_in_time(&mut child, "keel run -t finishes").await;
     wait_for_text(&screen, "on-a-tty").await;
     let shown = screen.lock().expect("screen lock").clone();
 
@@ -539,10 +561,7 @@ async fn supervised_containerd_starts_once_and_is_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_pause_inspect_and_stop() {
     let harness = CliHarness::start().await;
-    let started = harness
-        .run_container(&["-d"], "svc", &["sleep", "1000"])
-        .await;
-    assert!(started.status.success(), "run -d failed: {started:?}");
+    harness.start_detached("svc", &["sleep", "1000"]).await;
 
     let exec = harness
         .run(
@@ -610,14 +629,9 @@ async fn exec_pause_inspect_and_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_then_restore_runs_again() {
     let harness = CliHarness::start().await;
-    let started = harness
-        .run_container(
-            &["-d"],
-            "counter",
-            &["sh", "-c", "while true; do sleep 0.1; done"],
-        )
+    harness
+        .start_detached("counter", &["sh", "-c", "while true; do sleep 0.1; done"])
         .await;
-    assert!(started.status.success(), "run -d failed: {started:?}");
     let image = harness.containerd.dir().join("image");
     let image_arg = image.to_string_lossy().into_owned();
 
@@ -673,23 +687,12 @@ async fn checkpoint_then_restore_runs_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_passes_interrupt_to_process() {
     let harness = CliHarness::start().await;
-    let rootfs = harness.rootfs.to_string_lossy().into_owned();
     let script = "trap 'exit 42' INT; echo ready; while true; do sleep 0.1; done";
-    let command = harness.command(&[
-        "run", "--rm", "--rootfs", &rootfs, "trapper", "--", "sh", "-c", script,
-    ]);
+    let command = harness.run_command(&["--rm"], "trapper", &["sh", "-c", script]);
     let (mut child, _stdout, ready) = spawn_until_first_line(command).await;
 
-    let pid = i32::try_from(child.id().expect("keel pid")).expect("pid fits");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("interrupt keel run");
-    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
-        .await
-        .expect("keel run finished in time")
-        .expect("wait for keel");
+    send_signal(&child, Signal::SIGINT);
+    let status = exit_in_time(&mut child, "keel run finishes").await;
 
     assert_eq!(ready.as_deref(), Some("ready"));
     assert_eq!(
@@ -745,13 +748,9 @@ async fn finish(child: tokio::process::Child) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_finishes_after_its_reader_closed_the_pipe() {
     let harness = CliHarness::start().await;
-    let rootfs = harness.rootfs.to_string_lossy().into_owned();
     // As in `keel run ... | head -c 10`: far more output than the pipes hold.
     let script = "head -c 16777216 /dev/zero; exit 5";
-    let args = [
-        "run", "--rm", "--rootfs", &rootfs, "early", "--", "sh", "-c", script,
-    ];
-    let mut command = harness.command(&args);
+    let mut command = harness.run_command(&["--rm"], "early", &["sh", "-c", script]);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -764,10 +763,7 @@ async fn run_finishes_after_its_reader_closed_the_pipe() {
         .expect("first bytes in time")
         .expect("read stdout");
     drop(stdout);
-    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
-        .await
-        .expect("keel finished although its reader went away")
-        .expect("wait for keel");
+    let status = exit_in_time(&mut child, "keel finishes although its reader went away").await;
     assert_eq!(status.code(), Some(5));
     harness.stop().await;
 }
@@ -775,9 +771,7 @@ async fn run_finishes_after_its_reader_closed_the_pipe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exits_137_when_shim_dies() {
     let harness = CliHarness::start().await;
-    let rootfs = harness.rootfs.to_string_lossy().into_owned();
-    let mut command =
-        harness.command(&["run", "--rootfs", &rootfs, "orphan", "--", "sleep", "500"]);
+    let mut command = harness.run_command(&[], "orphan", &["sleep", "500"]);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -786,33 +780,15 @@ async fn run_exits_137_when_shim_dies() {
     let shims = wait_for_shims(&harness, 1).await;
     assert_eq!(shims.len(), 1, "shims: {shims:?}");
     // The shim must not die before the task started, or `run` fails to start it.
-    let mut running = Vec::new();
-    for _ in 0..100 {
-        running = harness.ps().await;
-        if running
-            .first()
-            .is_some_and(|row| row["status"] == "running")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let running = harness
+        .poll_ps(|rows| rows.first().is_some_and(|row| row["status"] == "running"))
+        .await;
     assert_eq!(running[0]["status"], "running", "ps: {running:?}");
 
     harness.containerd.kill_shim(shims[0]).expect("kill shim");
     let output = finish(child).await;
 
-    assert_eq!(
-        output.status.code(),
-        Some(137),
-        "stderr: {}",
-        text(&output.stderr)
-    );
-    assert!(
-        output.stderr.is_empty(),
-        "no error printed: {}",
-        text(&output.stderr)
-    );
+    assert_quiet_exit(&output, 137);
     harness.run(&["rm", "-f", "orphan"], None).await;
     harness.stop().await;
 }
@@ -820,10 +796,7 @@ async fn run_exits_137_when_shim_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_exits_255_when_shim_dies() {
     let harness = CliHarness::start().await;
-    let started = harness
-        .run_container(&["-d"], "host", &["sleep", "1000"])
-        .await;
-    assert!(started.status.success(), "run -d failed: {started:?}");
+    harness.start_detached("host", &["sleep", "1000"]).await;
     let shims = wait_for_shims(&harness, 1).await;
     assert_eq!(shims.len(), 1, "shims: {shims:?}");
     let mut command = harness.command(&["exec", "host", "--", "sh", "-c", "echo ready; sleep 500"]);
@@ -835,17 +808,7 @@ async fn exec_exits_255_when_shim_dies() {
     let output = finish(child).await;
 
     // The dead shim never reports the exec's exit, so keel reports the synthetic code 255.
-    assert_eq!(
-        output.status.code(),
-        Some(255),
-        "stderr: {}",
-        text(&output.stderr)
-    );
-    assert!(
-        output.stderr.is_empty(),
-        "no error printed: {}",
-        text(&output.stderr)
-    );
+    assert_quiet_exit(&output, 255);
     harness.run(&["rm", "-f", "host"], None).await;
     harness.stop().await;
 }
@@ -878,22 +841,16 @@ async fn state_dir_that_is_a_file_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_sends_real_time_signal() {
     let harness = CliHarness::start().await;
-    let rootfs = harness.rootfs.to_string_lossy().into_owned();
     // The C library's SIGRTMIN, as the CLI resolves RTMIN (34 with glibc).
     let signal = nix::libc::SIGRTMIN() + 1;
     let script = format!("trap 'exit 9' {signal}; echo ready; while true; do sleep 0.1; done");
-    let command = harness.command(&[
-        "run", "--rm", "--rootfs", &rootfs, "realtime", "--", "sh", "-c", &script,
-    ]);
+    let command = harness.run_command(&["--rm"], "realtime", &["sh", "-c", &script]);
     let (mut child, _stdout, ready) = spawn_until_first_line(command).await;
 
     let killed = harness
         .run(&["kill", "-s", "SIGRTMIN+1", "realtime"], None)
         .await;
-    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
-        .await
-        .expect("keel run finished in time")
-        .expect("wait for keel");
+    let status = exit_in_time(&mut child, "keel run finishes").await;
     let max = nix::libc::SIGRTMAX();
     let too_high = (max + 1).to_string();
     let out_of_range = harness
@@ -962,10 +919,7 @@ async fn commands_without_task_name_themselves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_errors_suggest_fitting_step() {
     let harness = CliHarness::start().await;
-    let started = harness
-        .run_container(&["-d"], "busy", &["sleep", "1000"])
-        .await;
-    assert!(started.status.success(), "run -d failed: {started:?}");
+    harness.start_detached("busy", &["sleep", "1000"]).await;
     let mut first = harness.command(&[
         "exec",
         "--exec-id",
@@ -984,17 +938,13 @@ async fn exec_errors_suggest_fitting_step() {
         .run(&["exec", "--exec-id", "twice", "busy", "--", "true"], None)
         .await;
     first.kill().await.expect("stop the first keel exec");
-    let ended = harness.run_container(&["-d"], "ended", &["true"]).await;
-    assert!(ended.status.success(), "run -d failed: {ended:?}");
-    let mut stopped = Vec::new();
-    for _ in 0..100 {
-        stopped = harness.ps().await;
-        let row = stopped.iter().find(|row| row["id"] == "ended");
-        if row.is_some_and(|row| row["status"] != "running" && row["status"] != "created") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    harness.start_detached("ended", &["true"]).await;
+    let stopped = harness
+        .poll_ps(|rows| {
+            let row = rows.iter().find(|row| row["id"] == "ended");
+            row.is_some_and(|row| row["status"] != "running" && row["status"] != "created")
+        })
+        .await;
     let into_stopped = harness.run(&["exec", "ended", "--", "true"], None).await;
     let image = harness.state_dir.join("ended-image");
     let image_arg = image.to_string_lossy().into_owned();
@@ -1051,8 +1001,7 @@ async fn exec_errors_suggest_fitting_step() {
 async fn json_output_of_stop_ps_and_rm() {
     let harness = CliHarness::start().await;
     for id in ["first", "second"] {
-        let started = harness.run_container(&["-d"], id, &["sleep", "1000"]).await;
-        assert!(started.status.success(), "run -d {id} failed: {started:?}");
+        harness.start_detached(id, &["sleep", "1000"]).await;
     }
 
     let stopped = harness

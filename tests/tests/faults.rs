@@ -10,20 +10,19 @@
 //! command.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use keel::spec::SpecBuilder;
 use keel::{
-    Backend, Client, ClientOptions, ConnectionState, Container, ContainerEvent, ErrorKind, Event,
+    Backend, ClientOptions, ConnectionState, Container, ContainerEvent, ErrorKind, Event,
     ExitStatus, ProcessId, StdioRequest, SyntheticReason, Task,
 };
 use keel_testkit::{
-    PrivateContainerd, fifo_count, is_process_alive, is_stale_task_bundle,
-    loses_exits_across_restart,
+    fifo_count, is_process_alive, is_stale_task_bundle, loses_exits_across_restart,
 };
-use keel_tests::Recorder;
+use keel_tests::{Harness, Recorder, delete_task_and_container, start_exec};
 
 /// The bound on how long keel may take to report an exit once containerd serves again.
 const EXIT_AFTER_RECONNECT: Duration = Duration::from_secs(10);
@@ -41,21 +40,28 @@ const RESTART_LOOPS_ENV: &str = "KEEL_RESTART_LOOPS";
 /// seconds.
 const OUTAGE_SECS_ENV: &str = "KEEL_OUTAGE_SECS";
 
-/// A private containerd and a client connected to it with test-chosen options and backend.
-struct Fixture {
-    client: Client,
-    recorder: Recorder,
-    rootfs: PathBuf,
-    state_dir: PathBuf,
-    namespace: String,
-    containerd: PrivateContainerd,
+/// A [`Harness`] with the helpers of the fault tests.
+struct Fixture(Harness);
+
+impl Deref for Fixture {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
+}
+
+impl DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     /// Starts a private containerd and connects a client with default options that records
     /// every event.
     async fn start() -> Self {
-        Self::start_with(|_| {}, |recorder| recorder).await
+        Self(Harness::start().await)
     }
 
     /// Starts a private containerd and connects a client whose options `configure` adjusts and
@@ -64,50 +70,27 @@ impl Fixture {
         configure: impl FnOnce(&mut ClientOptions),
         wrap: impl FnOnce(Recorder) -> B,
     ) -> Self {
-        keel_tests::init_tracing();
-        let containerd = PrivateContainerd::start()
-            .await
-            .unwrap_or_else(|error| panic!("cannot start a private containerd: {error}"));
-        let namespace = containerd.new_namespace();
-        let state_dir = containerd.client_state_dir();
-        let rootfs = containerd
-            .busybox_rootfs()
-            .unwrap_or_else(|error| panic!("cannot build the busybox root folder: {error}"));
-        let recorder = Recorder::default();
-        let mut options =
-            ClientOptions::new(containerd.socket(), namespace.as_str()).state_dir(&state_dir);
-        configure(&mut options);
-        let client = Client::connect_with(options, wrap(recorder.clone()))
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to the private containerd: {error}"));
-        Self {
-            client,
-            recorder,
-            rootfs,
-            state_dir,
-            namespace,
-            containerd,
-        }
+        Self(Harness::start_with(configure, wrap).await)
     }
 
-    fn spec(&self, script: &str) -> oci_spec::runtime::Spec {
-        SpecBuilder::new(&self.rootfs)
-            .args(["sh", "-c", script])
-            .build()
+    /// Returns a spec that runs `sh -c script` in the busybox root folder.
+    fn shell_spec(&self, script: &str) -> oci_spec::runtime::Spec {
+        self.0.spec(&["sh", "-c", script])
     }
 
     /// Creates container `id` running `sh -c script` and starts its task.
     async fn run(&self, id: &str, script: &str) -> (Container, Task) {
-        let container = self
-            .client
-            .create_container(id, self.spec(script))
+        let spec = self.shell_spec(script);
+        self.create_and_start(id, spec, StdioRequest::default())
             .await
-            .unwrap_or_else(|error| panic!("{id}: create container: {error}"));
-        let task = container
-            .start_task(StdioRequest::default())
-            .await
-            .unwrap_or_else(|error| panic!("{id}: start task: {error}"));
-        (container, task)
+    }
+
+    /// Returns the pid of the private containerd's live shim. Fails the test unless exactly
+    /// one shim runs.
+    fn only_shim(&self) -> u32 {
+        let shims = self.containerd.shim_pids();
+        assert_eq!(shims.len(), 1, "{shims:?}");
+        shims[0]
     }
 
     /// Returns true when the connected containerd deletes tasks whose process exited while
@@ -133,10 +116,7 @@ impl Fixture {
     /// Waits until container `id` reported an init exit, at most `timeout`; returns its init
     /// exits.
     async fn wait_for_exit(&self, id: &str, timeout: Duration) -> Vec<Exit> {
-        let events = self
-            .recorder
-            .wait_for(id, timeout, |events| !init_exits(events).is_empty())
-            .await;
+        let events = self.recorder.wait_for_init_exit(id, timeout).await;
         init_exits(&events)
     }
 
@@ -170,9 +150,20 @@ impl Fixture {
         self.stop().await;
     }
 
+    /// Deletes `container`, checks that its init exit was reported exactly once after late
+    /// duplicates had time to arrive, then stops the fixture.
+    async fn finish_with_one_exit(self, container: Container) {
+        let id = container.id().to_string();
+        container
+            .delete()
+            .await
+            .unwrap_or_else(|error| panic!("{id}: delete container: {error}"));
+        assert_eq!(self.settled_exits(&id).await.len(), 1, "{id}");
+        self.stop().await;
+    }
+
     async fn stop(self) {
-        self.client.shutdown(Duration::from_secs(5)).await;
-        self.containerd.stop().await;
+        self.0.stop().await;
     }
 }
 
@@ -425,7 +416,7 @@ async fn kill_during_create_and_start_leaves_nothing() {
         let kill_after = Duration::from_millis(step * 10);
         let started = Instant::now();
         let client = fixture.client.clone();
-        let spec = fixture.spec("sleep 1000");
+        let spec = fixture.shell_spec("sleep 1000");
         let create_and_start = async {
             let container = match client.create_container(&id, spec).await {
                 Ok(container) => container,
@@ -519,7 +510,7 @@ impl Fixture {
     async fn create_again(&self, id: &str) -> bool {
         let container = self
             .client
-            .create_container(id, self.spec("exit 0"))
+            .create_container(id, self.shell_spec("exit 0"))
             .await
             .unwrap_or_else(|error| panic!("{id}: create again: {error}"));
         let started = Instant::now();
@@ -573,10 +564,9 @@ impl Fixture {
 async fn shim_killed_reports_one_exit() {
     let fixture = Fixture::start().await;
     let (container, task) = fixture.run("orphan", "sleep 1000").await;
-    let shims = fixture.containerd.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = fixture.only_shim();
 
-    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    fixture.containerd.kill_shim(shim).expect("kill shim");
     let exits = fixture
         .wait_for_exit("orphan", Duration::from_secs(5))
         .await;
@@ -589,9 +579,7 @@ async fn shim_killed_reports_one_exit() {
         Ok(_) => {}
         Err(error) => assert_eq!(error.kind(), ErrorKind::NotFound, "{error}"),
     }
-    container.delete().await.expect("delete container");
-    assert_eq!(fixture.settled_exits("orphan").await.len(), 1);
-    fixture.stop().await;
+    fixture.finish_with_one_exit(container).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,29 +588,19 @@ async fn shim_killed_handles_return_reported_exits() {
     let (container, task) = fixture.run("reaped", "sleep 1000").await;
     let mut execs = Vec::new();
     for index in 0..2 {
-        let process = keel::spec::exec_process(["sleep", "1000"]);
         let exec_id = format!("sleeper-{index}");
-        let mut exec = task
-            .exec(&exec_id, process, StdioRequest::default())
-            .await
-            .unwrap_or_else(|error| panic!("add {exec_id}: {error}"));
-        exec.start()
-            .await
-            .unwrap_or_else(|error| panic!("start {exec_id}: {error}"));
+        let exec = start_exec(&task, &exec_id, &["sleep", "1000"], StdioRequest::default()).await;
         execs.push(exec);
     }
-    let shims = fixture.containerd.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = fixture.only_shim();
 
     // containerd deletes the task of a dead shim, so keel drops the task before any handle
     // requests an exit.
-    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    fixture.containerd.kill_shim(shim).expect("kill shim");
     let is_deleted = |event: &Event| matches!(event, Event::Deleted { .. });
     let events = fixture
         .recorder
-        .wait_for("reaped", Duration::from_secs(5), |events| {
-            events.iter().any(is_deleted)
-        })
+        .wait_for_event("reaped", Duration::from_secs(5), is_deleted)
         .await;
     assert!(events.iter().any(is_deleted), "no delete event: {events:?}");
     let init_exits = fixture.settled_exits("reaped").await;
@@ -651,19 +629,16 @@ async fn shim_killed_handles_return_reported_exits() {
         .await
         .expect("delete of a task containerd removed");
     assert_eq!(deleted.code, task_status.code);
-    container.delete().await.expect("delete container");
-    assert_eq!(fixture.settled_exits("reaped").await.len(), 1);
-    fixture.stop().await;
+    fixture.finish_with_one_exit(container).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_after_shim_killed_names_stopped_task() {
     let fixture = Fixture::start().await;
     let (container, task) = fixture.run("shimless", "sleep 1000").await;
-    let shims = fixture.containerd.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = fixture.only_shim();
 
-    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    fixture.containerd.kill_shim(shim).expect("kill shim");
     let process = keel::spec::exec_process(["true"]);
     let error = match task.exec("late", process, StdioRequest::default()).await {
         Ok(mut exec) => exec
@@ -680,12 +655,9 @@ async fn exec_after_shim_killed_names_stopped_task() {
     let is_deleted = |event: &Event| matches!(event, Event::Deleted { .. });
     fixture
         .recorder
-        .wait_for("shimless", Duration::from_secs(5), |events| {
-            events.iter().any(is_deleted)
-        })
+        .wait_for_event("shimless", Duration::from_secs(5), is_deleted)
         .await;
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     fixture.stop().await;
 }
 
@@ -694,15 +666,14 @@ async fn shim_killed_during_exec_reports_container_exited() {
     let fixture = Fixture::start().await;
     let (container, task) = fixture.run("execs", "sleep 1000").await;
     let exec = start_sleeping_exec(&task).await;
-    let shims = fixture.containerd.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = fixture.only_shim();
 
     // The dead shim reports neither process, so the init exit comes from containerd and the
     // exec's from keel once the init exit has been held long enough. The exec's wait is sent
     // before the kill, as an engine waits on each process it starts.
     let kill = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+        fixture.containerd.kill_shim(shim).expect("kill shim");
     };
     let (exec_status, ()) = tokio::join!(exec.wait(), kill);
     let exec_status = exec_status.expect("exec wait");
@@ -733,9 +704,7 @@ async fn shim_killed_during_exec_reports_container_exited() {
     );
 
     let _ = task.delete().await;
-    container.delete().await.expect("delete container");
-    assert_eq!(fixture.settled_exits("execs").await.len(), 1);
-    fixture.stop().await;
+    fixture.finish_with_one_exit(container).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -781,8 +750,7 @@ async fn requests_racing_an_exit_fail_precondition() {
         assert_eq!(updated.kind(), ErrorKind::FailedPrecondition, "{updated}");
 
         task.wait().await.expect("wait");
-        task.delete().await.expect("delete task");
-        container.delete().await.expect("delete container");
+        delete_task_and_container(&container, task).await;
     }
     fixture.stop().await;
 }
@@ -848,7 +816,7 @@ async fn create_timed_out_while_frozen_leaves_nothing() {
     let mut creates = Vec::new();
     for id in &ids {
         let client = fixture.client.clone();
-        let (id, spec) = (id.clone(), fixture.spec("true"));
+        let (id, spec) = (id.clone(), fixture.shell_spec("true"));
         creates.push(tokio::spawn(async move {
             client.create_container(&id, spec).await.map(drop)
         }));
@@ -869,7 +837,7 @@ async fn create_timed_out_while_frozen_leaves_nothing() {
         let container = loop {
             match fixture
                 .client
-                .create_container(id, fixture.spec("true"))
+                .create_container(id, fixture.shell_spec("true"))
                 .await
             {
                 Ok(container) => break container,
@@ -946,10 +914,8 @@ async fn blocked_backend_delays_only_its_container() {
         "fast exit took {delay:?}"
     );
 
-    fast_task.delete().await.expect("delete fast task");
-    fast.delete().await.expect("delete fast");
-    slow_task.delete().await.expect("delete slow task");
-    slow.delete().await.expect("delete slow");
+    delete_task_and_container(&fast, fast_task).await;
+    delete_task_and_container(&slow, slow_task).await;
     fixture.stop().await;
 }
 
@@ -959,16 +925,13 @@ async fn exit_then_shim_killed_reports_real_code() {
     let (container, task) = fixture.run("five", "exit 5").await;
     let exits = fixture.wait_for_exit("five", Duration::from_secs(5)).await;
     assert_eq!(exits.len(), 1, "{exits:?}");
-    let shims = fixture.containerd.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = fixture.only_shim();
 
-    fixture.containerd.kill_shim(shims[0]).expect("kill shim");
+    fixture.containerd.kill_shim(shim).expect("kill shim");
     let events = fixture
         .recorder
-        .wait_for("five", Duration::from_secs(5), |events| {
-            events
-                .iter()
-                .any(|event| matches!(event, Event::Deleted { .. }))
+        .wait_for_event("five", Duration::from_secs(5), |event| {
+            matches!(event, Event::Deleted { .. })
         })
         .await;
     let exits = init_exits(&events);
@@ -980,25 +943,15 @@ async fn exit_then_shim_killed_reports_real_code() {
         Ok(status) => assert_eq!(status.code, 5),
         Err(error) => assert_eq!(error.kind(), ErrorKind::NotFound, "{error}"),
     }
-    container.delete().await.expect("delete container");
-    assert_eq!(fixture.settled_exits("five").await.len(), 1);
-    fixture.stop().await;
+    fixture.finish_with_one_exit(container).await;
+}
+
+/// Adds and starts the exec `sleeper`, which sleeps in `task` until it is killed.
+async fn start_sleeping_exec(task: &Task) -> keel::Process {
+    start_exec(task, "sleeper", &["sleep", "1000"], StdioRequest::default()).await
 }
 
 /// Returns the position of the first exit of `process` among `events`.
-/// Adds and starts the exec `sleeper`, which sleeps in `task` until it is killed.
-async fn start_sleeping_exec(task: &Task) -> keel::Process {
-    let process = keel::spec::exec_process(["sleep", "1000"]);
-    let mut exec = task
-        .exec("sleeper", process, StdioRequest::default())
-        .await
-        .unwrap_or_else(|error| panic!("add exec: {error}"));
-    if let Err(error) = exec.start().await {
-        panic!("start exec: {error}");
-    }
-    exec
-}
-
 fn exit_position(events: &[Event], process: &ProcessId) -> Option<usize> {
     events.iter().position(
         |event| matches!(event, Event::Exited { process: exited, .. } if exited == process),
@@ -1037,7 +990,5 @@ async fn exec_exit_precedes_init_exit_after_outage() {
     assert_eq!(exec_exits.len(), 1, "{exec_exits:?}");
 
     let _ = task.delete().await;
-    container.delete().await.expect("delete container");
-    assert_eq!(fixture.settled_exits("pair").await.len(), 1);
-    fixture.stop().await;
+    fixture.finish_with_one_exit(container).await;
 }

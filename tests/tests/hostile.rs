@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keel::spec::{SpecBuilder, exec_process};
 use keel::{ClientOptions, ErrorKind, Runtime, StdioRequest};
-use keel_tests::{Harness, Recorder};
+use keel_tests::{Harness, INPUT_OUTPUT, Recorder, force_delete};
 
 /// Lists every path under `folder`, so a test can assert nothing was added or removed.
 fn tree(folder: &Path) -> Vec<PathBuf> {
@@ -77,13 +77,8 @@ async fn hostile_exec_ids_rejected() {
     let bundle = harness.bundle_dir("host");
     let before = tree(&bundle);
     for (case, id) in hostile_ids() {
-        let stdio = StdioRequest {
-            stdin: true,
-            output: true,
-            terminal: false,
-        };
         let error = task
-            .exec(&id, exec_process(["true"]), stdio)
+            .exec(&id, exec_process(["true"]), INPUT_OUTPUT)
             .await
             .expect_err(case);
         assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
@@ -91,10 +86,7 @@ async fn hostile_exec_ids_rejected() {
     }
     assert_eq!(tree(&bundle), before, "no FIFO made");
     assert_eq!(task.processes().await.expect("processes").len(), 1);
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 
@@ -120,8 +112,7 @@ async fn hostile_namespaces_rejected() {
 async fn relative_state_folder_rejected() {
     let harness = Harness::start().await;
     for state_dir in ["keel-state", "./keel-state", ""] {
-        let options = ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-            .state_dir(state_dir);
+        let options = harness.client_options().state_dir(state_dir);
         let error = keel::Client::connect_with(options, Recorder::default())
             .await
             .err()
@@ -357,10 +348,7 @@ async fn odd_checkpoint_folders_rejected() {
         !scratch.join("late").exists(),
         "folder of a refused checkpoint made"
     );
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 
@@ -371,11 +359,7 @@ async fn stdin_without_output_rejected() {
         stdin: true,
         ..StdioRequest::default()
     };
-    let container = harness
-        .client
-        .create_container("deaf", harness.spec(&["sleep", "1000"]))
-        .await
-        .expect("create");
+    let container = harness.create_container("deaf", &["sleep", "1000"]).await;
     let error = container
         .start_task(stdin_only)
         .await
@@ -394,10 +378,7 @@ async fn stdin_without_output_rejected() {
         .expect_err("exec with stdin alone");
     assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
     assert!(task.processes().await.expect("processes").len() == 1);
-    container
-        .force_delete(Duration::from_secs(10))
-        .await
-        .expect("force delete");
+    force_delete(&container).await;
     harness.stop().await;
 }
 

@@ -3,14 +3,11 @@
 use std::time::Duration;
 
 use keel::{ErrorKind, Event, ProcessId, StdioRequest};
-use keel_tests::Harness;
-use tokio::io::AsyncReadExt;
-
-const OUTPUT: StdioRequest = StdioRequest {
-    stdin: false,
-    output: true,
-    terminal: false,
+use keel_tests::{
+    Harness, INPUT_OUTPUT, OUTPUT, Recorder, assert_init_exit, delete_task_and_container,
+    kill_all_and_delete, kill_and_delete, start_exec,
 };
+use tokio::io::AsyncReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_and_stderr_arrive_separately() {
@@ -36,8 +33,7 @@ async fn stdout_and_stderr_arrive_separately() {
     assert_eq!(stderr, b"oops\n");
     let status = task.wait().await.expect("wait");
     assert_eq!(status.code, 0);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -67,19 +63,7 @@ async fn exit_code_reaches_backend_once() {
         matches!(events.get(1), Some(Event::Started { pid: started }) if *started == pid),
         "{events:?}"
     );
-    let Some(Event::Exited {
-        process,
-        pid: exit_pid,
-        status,
-        synthetic,
-    }) = events.get(2)
-    else {
-        panic!("third event is not an exit: {events:?}");
-    };
-    assert_eq!(*process, ProcessId::Init);
-    assert_eq!(*exit_pid, pid);
-    assert_eq!(status.code, 3);
-    assert_eq!(*synthetic, None);
+    assert_init_exit(&events, 2, pid, 3, "three");
 
     let deleted = task.delete().await.expect("delete task");
     assert_eq!(deleted.code, 3);
@@ -103,12 +87,7 @@ async fn exit_code_reaches_backend_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_bundle_and_fifos() {
     let harness = Harness::start().await;
-    let spec = harness.spec(&["echo", "bye"]);
-    let container = harness
-        .client
-        .create_container("tidy", spec)
-        .await
-        .expect("create");
+    let container = harness.create_container("tidy", &["echo", "bye"]).await;
     let bundle_dir = harness.bundle_dir("tidy");
     assert!(!bundle_dir.exists(), "bundle folder made only when needed");
 
@@ -135,11 +114,7 @@ async fn delete_removes_bundle_and_fifos() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_id_returns_already_exists() {
     let harness = Harness::start().await;
-    let first = harness
-        .client
-        .create_container("twin", harness.spec(&["true"]))
-        .await
-        .expect("create");
+    let first = harness.create_container("twin", &["true"]).await;
     let error = harness
         .client
         .create_container("twin", harness.spec(&["true"]))
@@ -230,33 +205,17 @@ async fn idle_event_stream_stays_open() {
 async fn delete_after_reload_removes_exec_fifos() {
     let harness = Harness::start().await;
     let (_container, task) = harness.run_detached("reloaded", &["sleep", "1000"]).await;
-    let io = StdioRequest {
-        stdin: true,
-        output: true,
-        terminal: false,
-    };
-    let mut process = task
-        .exec("side", keel::spec::exec_process(["sleep", "1000"]), io)
-        .await
-        .expect("exec");
-    process.start().await.expect("start exec");
+    let mut process = start_exec(&task, "side", &["sleep", "1000"], INPUT_OUTPUT).await;
     drop(process.take_stdin());
     drop(process.take_stdout());
     drop(process.take_stderr());
     harness.client.shutdown(Duration::from_secs(5)).await;
 
     // A new client loads the container without attaching to its processes.
-    let options = keel::ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-        .state_dir(&harness.state_dir);
-    let client = keel::Client::connect_with(options, keel_tests::Recorder::default())
-        .await
-        .expect("reconnect");
+    let client = harness.connect(Recorder::default()).await;
     let container = client.load_container("reloaded").await.expect("load");
     let task = container.task().await.expect("task");
-    task.kill(9, true).await.expect("kill all");
-    task.wait().await.expect("wait");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    kill_all_and_delete(&container, task).await;
 
     let bundle_dir = harness.bundle_dir("reloaded");
     let left: Vec<_> = std::fs::read_dir(&bundle_dir)
@@ -295,10 +254,8 @@ async fn same_id_under_two_containerds_stays_apart() {
         .start_task(StdioRequest::default())
         .await
         .expect("start the same id under the second containerd");
-    other_task.kill(9, false).await.expect("kill");
-    assert_eq!(other_task.wait().await.expect("wait").code, 137);
-    other_task.delete().await.expect("delete task");
-    other_container.delete().await.expect("delete container");
+    let other_status = kill_and_delete(&other_container, other_task).await;
+    assert_eq!(other_status.code, 137);
     assert_eq!(
         task.status().await.expect("status"),
         keel::ProcessStatus::Running,
@@ -307,9 +264,6 @@ async fn same_id_under_two_containerds_stays_apart() {
 
     other_client.shutdown(Duration::from_secs(5)).await;
     other.stop().await;
-    task.kill(9, false).await.expect("kill");
-    task.wait().await.expect("wait");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    kill_and_delete(&container, task).await;
     harness.stop().await;
 }

@@ -7,7 +7,7 @@ use keel::{
     Client, ClientOptions, ContainerEvent, Event, NamespaceEvent, ProcessStatus, StdioRequest,
     Subscription,
 };
-use keel_tests::{Harness, Recorder};
+use keel_tests::{Harness, Recorder, delete_task_and_container};
 
 const NO_STDIO: StdioRequest = StdioRequest {
     stdin: false,
@@ -137,8 +137,7 @@ async fn subscription_sees_another_clients_container() {
     let task = container.start_task(NO_STDIO).await.expect("start");
     let pid = task.pid();
     assert_eq!(task.wait().await.expect("wait").code, 5);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
 
     let events = collect_events(&mut subscription, "elsewhere", |events| {
         events
@@ -206,8 +205,7 @@ async fn subscription_reports_gap_after_restart() {
             .any(|event| matches!(event, Event::Exited { .. })),
         "events after the restart: {events:?}"
     );
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
 
     harness.stop().await;
 }

@@ -22,20 +22,19 @@ use std::time::{Duration, Instant};
 
 use keel::spec::{SpecBuilder, exec_process};
 use keel::{
-    Client, ClientOptions, Error, ErrorKind, Event, ExecId, ExitStatus, OutputStream, ProcessId,
-    StdioRequest, Task,
+    Client, Error, ErrorKind, Event, ExecId, ExitStatus, OutputStream, ProcessId, StdioRequest,
+    Task,
 };
 use keel_testkit::is_process_alive;
-use keel_tests::{Harness, Recorder, create_and_start};
-use tokio::io::AsyncReadExt;
+use keel_tests::{
+    Harness, INPUT_OUTPUT, OUTPUT, Recorder, SIGKILL, count_init_exits, create_and_start,
+    delete_task_and_container, read_all, wait_within,
+};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 /// The lock every test of this file takes for its whole run.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-/// SIGKILL's number.
-const SIGKILL: u32 = 9;
 
 /// The exit code of a process killed with SIGKILL.
 const KILLED: u32 = 128 + SIGKILL;
@@ -51,20 +50,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the leak test polls for its counts to settle, before and after the cycles.
 const LEAK_SETTLE: Duration = Duration::from_secs(10);
-
-/// Stdout and stderr, no stdin.
-const OUTPUT: StdioRequest = StdioRequest {
-    stdin: false,
-    output: true,
-    terminal: false,
-};
-
-/// Stdin, stdout and stderr.
-const ALL_STREAMS: StdioRequest = StdioRequest {
-    stdin: true,
-    output: true,
-    terminal: false,
-};
 
 /// What a round needs from the harness, cheap to clone into spawned tasks.
 #[derive(Clone)]
@@ -125,15 +110,6 @@ where
     }
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, result)| result).collect()
-}
-
-/// Reads a stream to its end. `None` reads nothing.
-async fn read_all(stream: Option<OutputStream>) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    if let Some(mut stream) = stream {
-        stream.read_to_end(&mut bytes).await.expect("read output");
-    }
-    bytes
 }
 
 /// How an exec ended.
@@ -197,22 +173,6 @@ async fn run_true(task: &Task, exec_id: &str, container_id: &str) {
     }
 }
 
-/// Returns the number of init exits among `events`.
-fn init_exit_count(events: &[Event]) -> usize {
-    events
-        .iter()
-        .filter(|event| {
-            matches!(
-                event,
-                Event::Exited {
-                    process: ProcessId::Init,
-                    ..
-                }
-            )
-        })
-        .count()
-}
-
 /// The rounds of [`exec_racing_container_exit_resolves`].
 const RACE_ROUNDS: usize = 200;
 
@@ -235,10 +195,8 @@ async fn race_round(shared: Shared, round: usize) -> RaceRound {
         .await
         .unwrap_or_else(|_| panic!("{container_id}: exec did not end within {EXEC_BOUND:?}"));
 
-    let init = tokio::time::timeout(STEP_TIMEOUT, task.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{container_id}: init wait timed out"))
-        .expect("init wait");
+    let expectation = format!("{container_id}: init exits");
+    let init = wait_within(STEP_TIMEOUT, task.wait(), &expectation).await;
     assert_eq!(init.code, 0, "{container_id}: init exit code");
     container
         .force_delete(STEP_TIMEOUT)
@@ -267,7 +225,7 @@ async fn exec_racing_container_exit_resolves() {
     for round in &rounds {
         let id = round.container_id.as_str();
         let events = harness.recorder.events_of(id);
-        assert_eq!(init_exit_count(&events), 1, "{id}: {events:?}");
+        assert_eq!(count_init_exits(&events), 1, "{id}: {events:?}");
         let exec_exits = harness.recorder.exits_of(id, &echo);
         let added = events
             .iter()
@@ -377,8 +335,7 @@ async fn concurrent_execs_all_print() {
     let Ok(task) = Arc::try_unwrap(task) else {
         panic!("a finished exec still holds the task");
     };
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -394,20 +351,15 @@ async fn order_round(shared: Shared, round: usize) -> (String, u32) {
     )
     .await;
     let pid = task.pid();
-    let status = tokio::time::timeout(STEP_TIMEOUT, task.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{container_id}: wait timed out"))
-        .expect("wait");
+    let expectation = format!("{container_id}: true exits");
+    let status = wait_within(STEP_TIMEOUT, task.wait(), &expectation).await;
     assert_eq!(status.code, 0, "{container_id}: exit code");
     let events = shared
         .recorder
-        .wait_for(&container_id, STEP_TIMEOUT, |events| {
-            init_exit_count(events) > 0
-        })
+        .wait_for_init_exit(&container_id, STEP_TIMEOUT)
         .await;
-    assert_eq!(init_exit_count(&events), 1, "{container_id}: {events:?}");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    assert_eq!(count_init_exits(&events), 1, "{container_id}: {events:?}");
+    delete_task_and_container(&container, task).await;
     (container_id, pid)
 }
 
@@ -445,7 +397,7 @@ async fn lifecycle_events_in_order() {
         assert_eq!(exit_pid, pid, "{id}");
         assert_eq!(status.code, 0, "{id}");
         assert_eq!(*synthetic, None, "{id}");
-        assert_eq!(init_exit_count(&events), 1, "{id}: {events:?}");
+        assert_eq!(count_init_exits(&events), 1, "{id}: {events:?}");
     }
     println!(
         "event order: {} containers in {:?}",
@@ -552,18 +504,14 @@ async fn oom_run(harness: &Harness, run: usize) -> bool {
     }
     let died_before_start_returned = !is_process_alive(task.pid());
 
-    let status = tokio::time::timeout(STEP_TIMEOUT, task.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{container_id}: the process did not die"))
-        .expect("wait");
+    let expectation = format!("{container_id}: the process dies");
+    let status = wait_within(STEP_TIMEOUT, task.wait(), &expectation).await;
     assert_eq!(status.code, KILLED, "{container_id}: exit code");
     let is_oom = |event: &Event| matches!(event, Event::OutOfMemory);
     task.delete().await.expect("delete task");
     let events = harness
         .recorder
-        .wait_for(&container_id, STEP_TIMEOUT, |events| {
-            events.iter().any(is_oom)
-        })
+        .wait_for_event(&container_id, STEP_TIMEOUT, is_oom)
         .await;
     assert!(events.iter().any(is_oom), "{container_id}: {events:?}");
     tokio::time::sleep(SETTLE).await;
@@ -664,10 +612,12 @@ async fn kill_and_delete(
     let [stdout, stderr] = streams;
     let drained = tokio::join!(read_all(stdout), read_all(stderr));
     assert_eq!(drained, (Vec::new(), Vec::new()), "{id}: output of sleep");
-    let status = tokio::time::timeout(STEP_TIMEOUT, task.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{id}: wait timed out"))
-        .expect("wait");
+    let status = wait_within(
+        STEP_TIMEOUT,
+        task.wait(),
+        &format!("{id}: killed init exits"),
+    )
+    .await;
     assert_eq!(status.code, KILLED, "{id}: exit code after kill");
     let deleted = task.delete().await.expect("delete task");
     assert_eq!(deleted.code, KILLED, "{id}: exit code from delete");
@@ -689,7 +639,7 @@ async fn leak_cycle(shared: Shared, cycle: usize) {
         &shared.client,
         &container_id,
         shared.spec(&["sleep", "1000"]),
-        ALL_STREAMS,
+        INPUT_OUTPUT,
     )
     .await;
     let stdin = task.take_stdin();
@@ -703,11 +653,7 @@ async fn leak_cycle(shared: Shared, cycle: usize) {
 /// folder, after shutting the old one down.
 async fn reconnect(harness: &mut Harness) {
     harness.client.shutdown(Duration::from_secs(5)).await;
-    let options = ClientOptions::new(harness.containerd.socket(), harness.namespace.as_str())
-        .state_dir(&harness.state_dir);
-    harness.client = Client::connect_with(options, harness.recorder.clone())
-        .await
-        .expect("connect a new client");
+    harness.client = harness.connect(harness.recorder.clone()).await;
 }
 
 /// Runs a cycle with a client restart between start and delete: the new client loads the container
@@ -715,7 +661,11 @@ async fn reconnect(harness: &mut Harness) {
 async fn reconnect_cycle(harness: &mut Harness, cycle: usize) {
     let container_id = format!("reload-{cycle}");
     let (container, task) = harness
-        .create_and_start(&container_id, harness.spec(&["sleep", "1000"]), ALL_STREAMS)
+        .create_and_start(
+            &container_id,
+            harness.spec(&["sleep", "1000"]),
+            INPUT_OUTPUT,
+        )
         .await;
     drop((task, container));
 

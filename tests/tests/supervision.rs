@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use keel::spec::exec_process;
 use keel::{Event, ExecId, FaultTarget, ProcessId, StdioRequest};
-use keel_tests::Harness;
+use keel_tests::{Harness, delete_task_and_container};
 
 /// How long a test waits for the backend to receive an exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -116,8 +116,7 @@ async fn failed_container_actor_keeps_exec_handles() {
 
     task.kill(9, true).await.expect("kill task");
     assert_eq!(task.wait().await.expect("wait task").code, 137);
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -142,8 +141,7 @@ async fn failed_event_actor_resubscribes() {
         .subscriptions
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(subscriptions >= 2, "subscriptions: {subscriptions}");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -165,8 +163,7 @@ async fn failed_connection_actor_is_replaced() {
     assert_eq!(task.wait().await.expect("wait").code, 5);
     let exits = init_exits(&harness, "after").await;
     assert_eq!(exits.len(), 1, "exits: {exits:?}");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    delete_task_and_container(&container, task).await;
     harness.stop().await;
 }
 
@@ -199,8 +196,7 @@ async fn failed_containers_supervisor_reloads_containers() {
         assert_eq!(exits.len(), 1, "{}: {exits:?}", container.id());
         assert_eq!(exit_code(&exits[0]), Some(*code));
         let task = container.task().await.expect("task after the restart");
-        task.delete().await.expect("delete task");
-        container.delete().await.expect("delete container");
+        delete_task_and_container(container, task).await;
     }
     harness.stop().await;
 }

@@ -15,7 +15,7 @@ use keel_supervisor::{
     ContainerdOutput, Containers, HungPolicy, Supervisor, SupervisorConfig, SupervisorEvent,
     SupervisorStatus,
 };
-use keel_tests::{Recorder, create_and_start};
+use keel_tests::{Recorder, create_and_start, kill_and_delete};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::broadcast;
@@ -129,6 +129,30 @@ async fn next_event(
         .expect("supervisor event in time")
 }
 
+fn is_death(event: &SupervisorEvent) -> bool {
+    matches!(event, SupervisorEvent::Died { .. })
+}
+
+fn is_restart(event: &SupervisorEvent) -> bool {
+    matches!(event, SupervisorEvent::Restarted { .. })
+}
+
+fn is_hang(event: &SupervisorEvent) -> bool {
+    matches!(event, SupervisorEvent::Hung { .. })
+}
+
+fn is_recovery(event: &SupervisorEvent) -> bool {
+    matches!(event, SupervisorEvent::Recovered { .. })
+}
+
+/// Stops `supervisor`'s containerd with the containers it runs, allowing five seconds.
+async fn stop_with_containers(supervisor: Supervisor) {
+    supervisor
+        .stop(Duration::from_secs(5), Containers::Stop)
+        .await
+        .expect("stop");
+}
+
 fn serving_pid(supervisor: &Supervisor) -> u32 {
     match supervisor.status() {
         SupervisorStatus::Serving { pid } => pid,
@@ -149,6 +173,20 @@ fn ctr_containers(supervisor: &Supervisor, namespace: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Starts a supervised containerd, runs `sleep 1000` in container `container_id` through a
+/// client that then shuts down, and returns the supervisor and the sleep's pid.
+async fn supervise_sleeper(dir: &TestDir, container_id: &str) -> (Supervisor, u32) {
+    let rootfs = dir.busybox_rootfs();
+    let supervisor = Supervisor::start(dir.config()).await.expect("start");
+    let client = connect(&supervisor, dir).await;
+    let spec = SpecBuilder::new(&rootfs).args(["sleep", "1000"]).build();
+    let (_container, task) =
+        create_and_start(&client, container_id, spec, StdioRequest::default()).await;
+    let task_pid = task.pid();
+    client.shutdown(Duration::from_secs(5)).await;
+    (supervisor, task_pid)
 }
 
 async fn connect(supervisor: &Supervisor, dir: &TestDir) -> Client {
@@ -175,15 +213,9 @@ async fn killed_containerd_is_restarted_within_a_second() {
 
     let killed_at = Instant::now();
     send(old_pid, Signal::SIGKILL);
-    let died = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Died { .. })
-    })
-    .await;
+    let died = next_event(&mut events, is_death).await;
     let noticed_after = killed_at.elapsed();
-    let restarted = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Restarted { .. })
-    })
-    .await;
+    let restarted = next_event(&mut events, is_restart).await;
     let serving_after = killed_at.elapsed();
     eprintln!("death noticed after {noticed_after:?}, serving again after {serving_after:?}");
 
@@ -216,10 +248,7 @@ async fn killed_containerd_is_restarted_within_a_second() {
         .expect("client works after the restart");
 
     client.shutdown(Duration::from_secs(5)).await;
-    supervisor
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(supervisor).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,26 +263,17 @@ async fn stopped_containerd_is_left_alone_under_wait() {
     let pid = serving_pid(&supervisor);
 
     send(pid, Signal::SIGSTOP);
-    let hung = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Hung { .. })
-    })
-    .await;
+    let hung = next_event(&mut events, is_hang).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status_while_stopped = supervisor.status();
     send(pid, Signal::SIGCONT);
-    let recovered = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Recovered { .. })
-    })
-    .await;
+    let recovered = next_event(&mut events, is_recovery).await;
 
     assert_eq!(hung, SupervisorEvent::Hung { pid });
     assert_eq!(status_while_stopped, SupervisorStatus::Hung { pid });
     assert_eq!(recovered, SupervisorEvent::Recovered { pid });
     assert_eq!(supervisor.status(), SupervisorStatus::Serving { pid });
-    supervisor
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(supervisor).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,18 +288,9 @@ async fn stopped_containerd_is_dumped_and_restarted() {
     let old_pid = serving_pid(&supervisor);
 
     send(old_pid, Signal::SIGSTOP);
-    let hung = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Hung { .. })
-    })
-    .await;
-    let died = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Died { .. })
-    })
-    .await;
-    let restarted = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Restarted { .. })
-    })
-    .await;
+    let hung = next_event(&mut events, is_hang).await;
+    let died = next_event(&mut events, is_death).await;
+    let restarted = next_event(&mut events, is_restart).await;
 
     assert_eq!(hung, SupervisorEvent::Hung { pid: old_pid });
     let SupervisorEvent::Died { pid, .. } = died else {
@@ -294,10 +305,7 @@ async fn stopped_containerd_is_dumped_and_restarted() {
         dir.log().contains("goroutine stack dump"),
         "the log holds the goroutine dump"
     );
-    supervisor
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(supervisor).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,10 +329,7 @@ async fn pidfile_of_unrelated_process_is_not_adopted() {
 
     sleeper.kill().expect("kill sleep");
     sleeper.wait().expect("reap sleep");
-    supervisor
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(supervisor).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,14 +343,8 @@ async fn adopted_containerd_death_is_noticed() {
     let mut events = second.subscribe();
     let adopted_pid = serving_pid(&second);
     send(pid, Signal::SIGKILL);
-    let died = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Died { .. })
-    })
-    .await;
-    let restarted = next_event(&mut events, |event| {
-        matches!(event, SupervisorEvent::Restarted { .. })
-    })
-    .await;
+    let died = next_event(&mut events, is_death).await;
+    let restarted = next_event(&mut events, is_restart).await;
 
     assert_eq!(adopted_pid, pid);
     assert_eq!(died, SupervisorEvent::Died { pid, status: None });
@@ -353,23 +352,13 @@ async fn adopted_containerd_death_is_noticed() {
         unreachable!()
     };
     assert_ne!(new_pid, pid);
-    second
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_outlive_a_stopped_containerd() {
     let dir = TestDir::new();
-    let rootfs = dir.busybox_rootfs();
-    let supervisor = Supervisor::start(dir.config()).await.expect("start");
-    let client = connect(&supervisor, &dir).await;
-    let spec = SpecBuilder::new(&rootfs).args(["sleep", "1000"]).build();
-    let (_container, task) =
-        create_and_start(&client, "survivor", spec, StdioRequest::default()).await;
-    let task_pid = task.pid();
-    client.shutdown(Duration::from_secs(5)).await;
+    let (supervisor, task_pid) = supervise_sleeper(&dir, "survivor").await;
     let old_pid = serving_pid(&supervisor);
 
     supervisor
@@ -385,12 +374,7 @@ async fn containers_outlive_a_stopped_containerd() {
     let client = connect(&supervisor, &dir).await;
     let container = client.load_container("survivor").await.expect("load");
     let task = container.task().await.expect("task of loaded container");
-    task.kill(Signal::SIGKILL as u32, false)
-        .await
-        .expect("kill");
-    let status = task.wait().await.expect("wait");
-    task.delete().await.expect("delete task");
-    container.delete().await.expect("delete container");
+    let status = kill_and_delete(&container, task).await;
     let remaining = ctr_containers(&supervisor, &dir.namespace);
 
     assert!(containerd_gone, "containerd stopped");
@@ -398,31 +382,18 @@ async fn containers_outlive_a_stopped_containerd() {
     assert_eq!(status.code, 128 + Signal::SIGKILL as u32);
     assert!(remaining.is_empty(), "containers left: {remaining:?}");
     client.shutdown(Duration::from_secs(5)).await;
-    supervisor
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(supervisor).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_with_containers_kills_tasks_and_shims() {
     let dir = TestDir::new();
-    let rootfs = dir.busybox_rootfs();
-    let supervisor = Supervisor::start(dir.config()).await.expect("start");
-    let client = connect(&supervisor, &dir).await;
-    let spec = SpecBuilder::new(&rootfs).args(["sleep", "1000"]).build();
-    let (_container, task) =
-        create_and_start(&client, "doomed", spec, StdioRequest::default()).await;
-    let task_pid = task.pid();
+    let (supervisor, task_pid) = supervise_sleeper(&dir, "doomed").await;
     let socket = supervisor.socket().display().to_string();
-    client.shutdown(Duration::from_secs(5)).await;
     let shims_before = shims_of(&socket);
     let run_dir = supervisor.run_dir().to_owned();
 
-    supervisor
-        .stop(Duration::from_secs(5), Containers::Stop)
-        .await
-        .expect("stop");
+    stop_with_containers(supervisor).await;
     let shims_after = shims_of(&socket);
 
     assert_eq!(shims_before.len(), 1, "one shim ran: {shims_before:?}");
