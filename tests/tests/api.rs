@@ -871,3 +871,65 @@ async fn wait_after_container_delete_returns_not_found() {
     }
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_delete_ignores_held_output() {
+    let harness = Harness::start().await;
+    let (container, task) = harness
+        .create_and_start("held", harness.spec(&["sleep", "1000"]), OUTPUT)
+        .await;
+    let timeout = Duration::from_secs(30);
+
+    let started = std::time::Instant::now();
+    container
+        .force_delete(timeout)
+        .await
+        .expect("force delete while the task handle holds its output");
+    let elapsed = started.elapsed();
+
+    assert!(elapsed < timeout / 2, "force delete took {elapsed:?}");
+    assert!(harness.containerd_containers().is_empty());
+    drop(task);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_starts_leaves_no_created_task() {
+    let harness = Harness::start().await;
+    let mut starts = Vec::new();
+    for index in 0..20 {
+        let client = harness.client.clone();
+        let id = format!("racer-{index}");
+        let spec = harness.spec(&["sleep", "1000"]);
+        starts.push(tokio::spawn(async move {
+            let container = client.create_container(&id, spec).await?;
+            container.start_task(StdioRequest::default()).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    harness.client.shutdown(Duration::from_secs(5)).await;
+    for start in starts {
+        let _ = start.await.expect("join");
+    }
+
+    let client = harness.connect(Recorder::default()).await;
+    let listed = client.list_containers().await.expect("list");
+    for summary in &listed {
+        if let Some(task) = &summary.task {
+            assert!(
+                !matches!(task.status, ProcessStatus::Created),
+                "{} was left with a created task",
+                summary.id
+            );
+        }
+    }
+    for summary in listed {
+        let container = client
+            .load_container(summary.id.as_str())
+            .await
+            .expect("load");
+        force_delete(&container).await;
+    }
+    client.shutdown(Duration::from_secs(5)).await;
+    harness.stop().await;
+}

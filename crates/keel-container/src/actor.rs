@@ -28,7 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::Delivery;
-use crate::process::{ProcessRef, RetiredProcesses};
+use crate::process::{ProcessRef, RetiredProcesses, WaitUntil};
 use crate::stdio::{ProcessIo, StdioRequest};
 use crate::task::{TaskState, is_unanswered};
 use crate::{Backend, Registry, RuncOptions, Runtime, SupervisorMsg};
@@ -98,6 +98,10 @@ pub enum ContainerMsg {
     CreateTask(Box<CreateTask>, Reply<(ProcessIo, ProcessRef)>),
     /// Starts the created task; on failure kills and deletes it. Replies with the pid.
     StartTask(ProcessRef, Reply<u32>),
+    /// Creates the task and starts it in one request, so that a client stopping between the
+    /// two steps cannot leave a created task behind. A task whose start fails is killed and
+    /// deleted. Replies as [`ContainerMsg::CreateTask`] does, with the reference's pid set.
+    CreateAndStartTask(Box<CreateTask>, Reply<(ProcessIo, ProcessRef)>),
     /// Reopens the FIFOs of a running task and its execs for the caller.
     Attach(Reply<Attached>),
     /// Replies with the init process's reference, for a handle on the task keel tracks now.
@@ -109,8 +113,9 @@ pub enum ContainerMsg {
     StartExec(ProcessRef, Reply<u32>),
     /// Deletes an exited exec process; replies with its exit status.
     DeleteExec(ProcessRef, Reply<ExitStatus>),
-    /// Replies with the exit status of a process once it exited and its output is drained.
-    Wait(ProcessRef, Reply<ExitStatus>),
+    /// Replies with the exit status of a process once it exited, and its output streams are
+    /// closed when the caller asks for that.
+    Wait(ProcessRef, WaitUntil, Reply<ExitStatus>),
     /// Sends a signal to a process, or to every process of the task when `all` is set.
     Kill {
         /// The process to signal.
@@ -346,6 +351,14 @@ async fn dispatch(
         ContainerMsg::CreateTask(request, reply) => {
             let _ = reply.send(container.create_task(*request).await);
         }
+        ContainerMsg::CreateAndStartTask(request, reply) => {
+            let result = async {
+                let (io, mut init) = container.create_task(*request).await?;
+                init.pid = container.start_task(&myself).await?;
+                Ok((io, init))
+            };
+            let _ = reply.send(result.await);
+        }
         ContainerMsg::StartTask(task, reply) => {
             let result = async {
                 container.check_handle(&task, Operation::StartTask)?;
@@ -376,7 +389,7 @@ async fn dispatch(
         ContainerMsg::DeleteExec(process, reply) => {
             let _ = reply.send(container.delete_exec(&process).await);
         }
-        ContainerMsg::Wait(process, reply) => container.wait(&process, reply),
+        ContainerMsg::Wait(process, until, reply) => container.wait(&process, until, reply),
         ContainerMsg::Kill {
             process,
             signal,

@@ -33,7 +33,7 @@ pub use actor::{
 };
 pub use backend::Backend;
 pub use metrics::{MetricsError, decode_metrics};
-pub use process::ProcessRef;
+pub use process::{ProcessRef, WaitUntil};
 pub use registry::Registry;
 pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
 pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};

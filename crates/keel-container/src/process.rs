@@ -61,7 +61,17 @@ pub(crate) struct ProcessState {
     /// The order in which the process was marked deleted, so the task forgets the oldest
     /// deleted execs first.
     pub(crate) deleted_order: Option<u64>,
-    waiters: Vec<RpcReplyPort<Result<ExitStatus, Error>>>,
+    waiters: Vec<(WaitUntil, RpcReplyPort<Result<ExitStatus, Error>>)>,
+}
+
+/// The moment a wait for a process's exit returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitUntil {
+    /// As soon as the exit is known.
+    Exited,
+    /// Once the exit is known and every output stream handed out for the process is closed,
+    /// so a caller that reads the output has all of it when the wait returns.
+    OutputClosed,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -229,26 +239,33 @@ impl ProcessState {
     /// Replies to `waiter` once the exit is known and the caller's output streams are closed.
     pub(crate) fn add_waiter(
         &mut self,
+        until: WaitUntil,
         waiter: RpcReplyPort<Result<ExitStatus, Error>>,
         tracker: &TaskTracker,
     ) {
-        self.waiters.push(waiter);
+        self.waiters.push((until, waiter));
         self.answer_waiters(tracker);
     }
 
-    /// Replies to every waiter when the exit is known.
+    /// Replies to every waiter when the exit is known: at once, or once the output streams
+    /// are closed, as each waiter asked.
     pub(crate) fn answer_waiters(&mut self, tracker: &TaskTracker) {
         let Some(status) = self.exit_status() else {
             return;
         };
-        if self.waiters.is_empty() {
+        let (at_exit, after_output): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(until, _)| *until == WaitUntil::Exited);
+        for (_, waiter) in at_exit {
+            let _ = waiter.send(Ok(status));
+        }
+        if after_output.is_empty() {
             return;
         }
-        let waiters = std::mem::take(&mut self.waiters);
         let mut streams_open = self.streams_open.subscribe();
         tracker.spawn(async move {
             let _ = streams_open.wait_for(|open| *open == 0).await;
-            for waiter in waiters {
+            for (_, waiter) in after_output {
                 let _ = waiter.send(Ok(status));
             }
         });
@@ -256,7 +273,7 @@ impl ProcessState {
 
     /// Fails every waiter with `error`, for a process that can no longer report an exit.
     pub(crate) fn fail_waiters(&mut self, error: impl Fn() -> Error) {
-        for waiter in self.waiters.drain(..) {
+        for (_, waiter) in self.waiters.drain(..) {
             let _ = waiter.send(Err(error()));
         }
     }

@@ -26,7 +26,7 @@ use crate::actor::{
     system_time,
 };
 use crate::folders::{check_dir_if_present, ensure_private_dir, ensure_state_dir, remove_fifos_in};
-use crate::process::{ProcessRef, ProcessState};
+use crate::process::{ProcessRef, ProcessState, WaitUntil};
 use crate::runtime::CheckpointOptions;
 use crate::stdin_eof::wake_stdin_reader;
 use crate::stdio::{FifoSet, ProcessIo};
@@ -540,14 +540,14 @@ impl ContainerState {
 
     /// Replies with the exit of the process `handle` was made for, once known: from its record,
     /// or from the retired record after keel stopped tracking it.
-    pub(crate) fn wait(&mut self, handle: &ProcessRef, reply: Reply<ExitStatus>) {
+    pub(crate) fn wait(&mut self, handle: &ProcessRef, until: WaitUntil, reply: Reply<ExitStatus>) {
         let tracker = self.tracker.clone();
         // A deleted exec without an exit is one whose start failed: it will never exit.
         if let Some(state) = self
             .process_of_mut(handle)
             .filter(|state| !state.deleted || state.exit_status().is_some())
         {
-            state.add_waiter(reply, &tracker);
+            state.add_waiter(until, reply, &tracker);
             return;
         }
         let result = match self.retired_exit(handle) {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_container::{ContainerMsg, CreateTask, ProcessIo, ProcessRef, Registry, StdioRequest};
+use keel_container::{
+    ContainerMsg, CreateTask, ProcessIo, ProcessRef, Registry, StdioRequest, WaitUntil,
+};
 use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, Target};
 use ractor::{ActorRef, ActorStatus};
 
@@ -174,8 +176,9 @@ impl Container {
                     Err(error) => return Err(error),
                 }
                 // The exit usually arrives through the event stream; without one, the delete
-                // below still succeeds once the process is gone.
-                let _ = tokio::time::timeout_at(deadline, task.wait()).await;
+                // below still succeeds once the process is gone. Output streams that another
+                // handle still holds end with the delete, so the wait does not wait for them.
+                let _ = tokio::time::timeout_at(deadline, task.wait_exited()).await;
                 loop {
                     let attempt = task.delete_ref().await;
                     match attempt {
@@ -195,15 +198,26 @@ impl Container {
         self.delete().await
     }
 
-    /// Creates and starts the task. A task whose start fails is killed and deleted.
+    /// Creates and starts the task. A task whose start fails is killed and deleted, and a client
+    /// that stops meanwhile first finishes both steps or neither.
     ///
     /// # Errors
     ///
     /// As [`Container::create_task`], plus the start's error.
     pub async fn start_task(&self, stdio: StdioRequest) -> Result<Task, Error> {
-        let mut task = self.create_task(stdio).await?;
-        task.start().await?;
-        Ok(task)
+        let request_message = Box::new(CreateTask {
+            stdio,
+            restore_from: None,
+        });
+        let (io, init): (ProcessIo, ProcessRef) = self
+            .ask(
+                Operation::StartTask,
+                &self.target,
+                self.context.call_timeout * 5,
+                |reply| ContainerMsg::CreateAndStartTask(request_message, reply),
+            )
+            .await?;
+        Ok(Task::new(self.clone(), init, io))
     }
 
     /// Deletes the container record and its bundle folder. The task must be deleted first.
@@ -282,18 +296,20 @@ impl Container {
             .unwrap_or(actor)
     }
 
-    /// Waits until `process` exits. When the actor fails meanwhile, the wait goes on with the
-    /// actor that replaces it, which loads the process's state from containerd. When the
-    /// container was deleted, it returns not found at once.
+    /// Waits until `process` exits, and until its output streams are closed when `until` says
+    /// so. When the actor fails meanwhile, the wait goes on with the actor that replaces it,
+    /// which loads the process's state from containerd. When the container was deleted, it
+    /// returns not found at once.
     pub(crate) async fn wait_for_exit(
         &self,
         process: &ProcessRef,
+        until: WaitUntil,
         target: &Target,
     ) -> Result<ExitStatus, Error> {
         let mut actor = self.live_actor(self.context.call_timeout).await;
         loop {
             let result = request_unbounded(&actor, Operation::Wait, target, |reply| {
-                ContainerMsg::Wait(process.clone(), reply)
+                ContainerMsg::Wait(process.clone(), until, reply)
             })
             .await;
             let stopped = matches!(result, Err(Error::Stopped { .. }));

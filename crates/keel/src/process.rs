@@ -1,6 +1,6 @@
 //! The handle of an exec process.
 
-use keel_container::{ContainerMsg, OutputStream, ProcessIo, ProcessRef, StdinStream};
+use keel_container::{ContainerMsg, OutputStream, ProcessIo, ProcessRef, StdinStream, WaitUntil};
 use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus, Target};
 
 use crate::container::Container;
@@ -121,7 +121,9 @@ impl Process {
     pub async fn wait(&self) -> Result<ExitStatus, Error> {
         self.io.release_untaken_output();
         let process = self.process_ref();
-        self.container.wait_for_exit(&process, &self.target).await
+        self.container
+            .wait_for_exit(&process, WaitUntil::OutputClosed, &self.target)
+            .await
     }
 
     /// Sends `signal` to the process.

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use keel_container::{
     ContainerMsg, CreateExec, OutputStream, ProcessIo, ProcessRef, StdinStream, StdioRequest,
+    WaitUntil,
 };
 use keel_types::{
     Error, ExecId, ExitStatus, Operation, ProcessId, ProcessInfo, ProcessStatus, Stats,
@@ -104,9 +105,6 @@ impl Task {
 
     /// Waits until the init process exits and the output streams handed out are closed. Output
     /// streams not yet taken from this handle are dropped first, because no caller could read them.
-    ///
-    /// # Errors
-    ///
     /// Returns the recorded exit at once when the init process exited before, also after the
     /// task was deleted while keel remembers the exit.
     ///
@@ -118,7 +116,19 @@ impl Task {
         self.io.release_untaken_output();
         let container = &self.container;
         container
-            .wait_for_exit(&self.init_ref(), container.target())
+            .wait_for_exit(
+                &self.init_ref(),
+                WaitUntil::OutputClosed,
+                container.target(),
+            )
+            .await
+    }
+
+    /// Waits until the init process exits, whoever still holds its output streams.
+    pub(crate) async fn wait_exited(&self) -> Result<ExitStatus, Error> {
+        let container = &self.container;
+        container
+            .wait_for_exit(&self.init_ref(), WaitUntil::Exited, container.target())
             .await
     }
 
