@@ -933,3 +933,35 @@ async fn shutdown_during_starts_leaves_no_created_task() {
     client.shutdown(Duration::from_secs(5)).await;
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_terminal_size_set_before_start() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("sized", &["sleep", "1000"]).await;
+    let terminal = StdioRequest {
+        stdin: false,
+        output: true,
+        terminal: true,
+    };
+
+    let mut sized = exec_process(["stty", "size"]);
+    sized.set_terminal(Some(true));
+    sized.set_console_size(Some(keel::spec::console_box(120, 50)));
+    let mut process = task.exec("spec", sized, terminal).await.expect("exec");
+    process.start().await.expect("start");
+    let output = read_all(process.take_stdout()).await;
+    assert_eq!(String::from_utf8_lossy(&output).trim(), "50 120");
+    process.wait().await.expect("wait");
+
+    let mut later = exec_process(["sh", "-c", "sleep 2; stty size"]);
+    later.set_terminal(Some(true));
+    let mut process = task.exec("resized", later, terminal).await.expect("exec");
+    process.resize(100, 30).await.expect("resize before start");
+    process.start().await.expect("start");
+    let output = read_all(process.take_stdout()).await;
+    assert_eq!(String::from_utf8_lossy(&output).trim(), "30 100");
+    process.wait().await.expect("wait");
+
+    kill_all_and_delete(&container, task).await;
+    harness.stop().await;
+}

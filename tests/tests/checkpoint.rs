@@ -179,7 +179,7 @@ async fn restore_from_non_checkpoint_rejected() {
     std::fs::create_dir_all(&corrupt).expect("create corrupt folder");
     std::fs::write(corrupt.join("inventory.img"), b"not an image").expect("write inventory");
     std::fs::write(corrupt.join("descriptors.json"), b"[]").expect("write descriptors");
-    container
+    let error = container
         .restore_task(&corrupt, OUTPUT)
         .await
         .expect_err("restore from a corrupt image");
@@ -187,7 +187,23 @@ async fn restore_from_non_checkpoint_rejected() {
     let events = harness.recorder.events_of("nocp");
     assert!(events.is_empty(), "events of a failed restore: {events:?}");
 
+    // runc's error names criu's log, which stays until the container is deleted.
+    let message = match std::error::Error::source(&error) {
+        Some(source) => source.to_string(),
+        None => error.to_string(),
+    };
+    let log = message
+        .split(|c: char| c.is_whitespace() || c == '"' || c == ':')
+        .find(|word| word.ends_with("restore.log"))
+        .map(PathBuf::from);
+    let Some(log) = log else {
+        panic!("no criu log named in {message:?}");
+    };
+    assert!(log.is_file(), "{} is gone", log.display());
+
     container.delete().await.expect("delete container");
+    assert!(!log.exists(), "{} outlived the container", log.display());
+    assert!(!harness.bundle_dir("nocp").exists(), "bundle folder kept");
     harness.stop().await;
 }
 

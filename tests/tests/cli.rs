@@ -333,7 +333,22 @@ async fn errors_exit_with_code_of_kind() {
     assert_eq!(duplicate.status.code(), Some(4), "already exists");
     assert_eq!(bad_id.status.code(), Some(2), "invalid argument");
     assert_eq!(bad_path.status.code(), Some(127), "executable not found");
-    harness.run(&["rm", "-f", "taken"], None).await;
+
+    harness.start_detached("ended", &["true"]).await;
+    harness
+        .poll_ps(|rows| {
+            rows.iter()
+                .any(|row| row["id"] == "ended" && row["status"] == "stopped")
+        })
+        .await;
+    let resumed = harness.run(&["resume", "ended"], None).await;
+    assert_eq!(
+        resumed.status.code(),
+        Some(5),
+        "resume of a stopped task: {}",
+        text(&resumed.stderr)
+    );
+    harness.run(&["rm", "-f", "taken", "ended"], None).await;
     harness.stop().await;
 }
 
@@ -414,7 +429,8 @@ async fn tty_session_follows_window_size() {
         ws_ypixel: 0,
     };
     let pty = nix::pty::openpty(Some(&size), None).expect("open pty");
-    let script = "for want in '30 100' '40 120'; do \
+    let script = "echo \"first $(stty size)\"; \
+                  for want in '30 100' '40 120'; do \
                   i=0; \
                   while [ \"$(stty size)\" != \"$want\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
                   echo \"size $(stty size)\"; \
@@ -443,6 +459,7 @@ async fn tty_session_follows_window_size() {
     wait_for_text(&screen, "on-a-tty").await;
     let shown = screen.lock().expect("screen lock").clone();
 
+    assert!(shown.contains("first 30 100"), "screen: {shown:?}");
     assert!(shown.contains("size 30 100"), "screen: {shown:?}");
     assert!(shown.contains("size 40 120"), "screen: {shown:?}");
     assert!(shown.contains("on-a-tty"), "screen: {shown:?}");

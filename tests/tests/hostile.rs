@@ -383,6 +383,35 @@ async fn stdin_without_output_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_exec_and_terminal_rejected() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("bounds", &["sleep", "1000"]).await;
+    let bundle = harness.bundle_dir("bounds");
+    let before = tree(&bundle);
+
+    let huge = "x".repeat(2 << 20);
+    let error = task
+        .exec("huge", exec_process(["echo", huge.as_str()]), INPUT_OUTPUT)
+        .await
+        .expect_err("exec larger than the spec limit");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(error.to_string().contains("process"), "{error}");
+    assert_eq!(tree(&bundle), before, "no FIFO made");
+
+    for (width, height) in [(70_000, 30), (80, u32::MAX)] {
+        let error = task
+            .resize(width, height)
+            .await
+            .expect_err("terminal side above 65535");
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        assert!(error.to_string().contains("terminal"), "{error}");
+    }
+    assert_eq!(task.processes().await.expect("processes").len(), 1);
+    force_delete(&container).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_unknown_containers_counted_and_dropped() {
     let harness = Harness::start().await;
     // Another client of the same namespace runs a container keel does not track.

@@ -43,10 +43,21 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("keel: {error}");
+            eprintln!("keel: {}", one_line(&error.to_string()));
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Joins the lines of a message, such as runc's error that containerd passes on, so that a
+/// failure prints one line.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines.join(" ")
 }
 
 /// Logs to stderr: errors by default, keel's steps with `--debug`, containerd's life for
@@ -68,4 +79,18 @@ fn init_logging(cli: &Cli) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn one_line_joins_trimmed_lines() {
+        assert_eq!(
+            one_line("restore failed:\n  log: /x\n\n"),
+            "restore failed: log: /x"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
 }

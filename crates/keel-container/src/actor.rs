@@ -413,7 +413,7 @@ async fn dispatch(
         } => {
             let result = async {
                 container.check_handle(&process, Operation::Resize)?;
-                container.resize(&process.process, width, height).await
+                container.resize(&process, width, height).await
             };
             let _ = reply.send(result.await);
         }

@@ -169,11 +169,21 @@ impl ContainerState {
         };
         let now = SystemTime::now();
         self.record_exec_started(exec_id.clone(), pid, now).await;
-        let close_pending = self
+        let (resize_pending, close_pending) = self
             .task
             .as_mut()
             .and_then(|task| task.execs.get_mut(&exec_id))
-            .is_some_and(|exec| std::mem::take(&mut exec.close_stdin_pending));
+            .map_or((None, false), |exec| {
+                (
+                    exec.resize_pending.take(),
+                    std::mem::take(&mut exec.close_stdin_pending),
+                )
+            });
+        if let Some((width, height)) = resize_pending
+            && let Err(error) = self.send_resize(&process, width, height).await
+        {
+            tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot resize the terminal of started exec");
+        }
         if close_pending && let Err(error) = self.send_close_io(&process).await {
             tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot close stdin of started exec");
         }

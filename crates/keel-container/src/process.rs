@@ -56,6 +56,9 @@ pub(crate) struct ProcessState {
     pub(crate) drains_end: CancellationToken,
     /// The caller closed stdin before the process existed in the shim; sent at start.
     pub(crate) close_stdin_pending: bool,
+    /// The terminal size the caller set before the shim made the process's terminal, as
+    /// width and height; sent at start.
+    pub(crate) resize_pending: Option<(u32, u32)>,
     /// Set when keel deleted the process from containerd after its exit.
     pub(crate) deleted: bool,
     /// The order in which the process was marked deleted, so the task forgets the oldest
@@ -143,6 +146,7 @@ impl ProcessState {
             stdin_reader_gone: CancellationToken::new(),
             drains_end: CancellationToken::new(),
             close_stdin_pending: false,
+            resize_pending: None,
             deleted: false,
             deleted_order: None,
             waiters: Vec::new(),

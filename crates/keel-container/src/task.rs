@@ -55,6 +55,9 @@ const SIGKILL: u32 = 9;
 /// The logs criu writes into its work folder when checkpointing and restoring.
 const CRIU_LOG_FILES: [&str; 2] = ["dump.log", "restore.log"];
 
+/// The start of the name of each criu work folder in a bundle folder.
+const CRIU_WORK_PREFIX: &str = "criu-work-";
+
 /// How many lines of a criu log a failed checkpoint or restore writes to the log.
 const CRIU_LOG_TAIL_LINES: usize = 30;
 
@@ -353,7 +356,7 @@ impl ContainerState {
             Ok(response) => response,
             Err(error) => {
                 if let Some(work_dir) = work_dir {
-                    remove_work_dir(&self.container_id, &work_dir, true);
+                    finish_work_dir(&self.container_id, &work_dir, true);
                 }
                 drop(io);
                 fifos.remove();
@@ -382,7 +385,7 @@ impl ContainerState {
         };
         let started = self.call(operation, tasks.start(start)).await;
         if let Some(work_dir) = work_dir {
-            remove_work_dir(&self.container_id, &work_dir, started.is_err());
+            finish_work_dir(&self.container_id, &work_dir, started.is_err());
         }
         let pid = match started {
             Ok(response) => response.pid,
@@ -621,8 +624,26 @@ impl ContainerState {
         Ok(())
     }
 
+    /// Resizes a process's terminal now, or at start for an exec the shim has not started yet,
+    /// because the shim makes an exec's terminal only when it starts the exec.
     pub(crate) async fn resize(
         &mut self,
+        handle: &ProcessRef,
+        width: u32,
+        height: u32,
+    ) -> Result<(), Error> {
+        if let ProcessId::Exec(_) = handle.process
+            && let Some(state) = self.process_of_mut(handle)
+            && !state.has_started()
+        {
+            state.resize_pending = Some((width, height));
+            return Ok(());
+        }
+        self.send_resize(&handle.process, width, height).await
+    }
+
+    pub(crate) async fn send_resize(
+        &self,
         process: &ProcessId,
         width: u32,
         height: u32,
@@ -754,7 +775,7 @@ impl ContainerState {
         let result = self
             .call(Operation::Checkpoint, tasks.checkpoint(request))
             .await;
-        remove_work_dir(&self.container_id, &work_dir, result.is_err());
+        finish_work_dir(&self.container_id, &work_dir, result.is_err());
         match result {
             Ok(_) => Ok(()),
             Err(error) => {
@@ -906,20 +927,22 @@ impl ContainerState {
     }
 
     /// Makes a fresh folder for criu's logs inside the bundle folder, so concurrent restores
-    /// from one image never share one.
+    /// from one image never share one. The folder a failed run kept goes first.
     fn make_criu_work_dir(&mut self, operation: Operation) -> Result<std::path::PathBuf, Error> {
         ensure_private_dir(&self.bundle_dir).map_err(|source| self.io_error(operation, source))?;
+        remove_kept_work_dirs(&self.container_id, &self.bundle_dir);
         self.criu_runs += 1;
         let dir = self
             .bundle_dir
-            .join(format!("criu-work-{}", self.criu_runs));
+            .join(format!("{CRIU_WORK_PREFIX}{}", self.criu_runs));
         ensure_private_dir(&dir).map_err(|source| self.io_error(operation, source))?;
         Ok(dir)
     }
 
-    /// Removes the bundle folder, with any FIFO left in it, if it was made.
+    /// Removes the bundle folder, with any FIFO and kept criu log left in it, if it was made.
     pub(crate) fn remove_bundle_dir(&self) {
         remove_fifos_in(&self.bundle_dir);
+        remove_kept_work_dirs(&self.container_id, &self.bundle_dir);
         if let Err(error) = std::fs::remove_dir(&self.bundle_dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
@@ -928,9 +951,10 @@ impl ContainerState {
     }
 }
 
-/// Removes a criu work folder keel made, with the logs criu left in it. After a failed call
-/// it first logs the end of each criu log, because runc's error names a log in this folder.
-fn remove_work_dir(container_id: &ContainerId, dir: &Path, failed: bool) {
+/// Ends a criu run in the work folder `dir`. After a success it removes the folder. After a
+/// failure it logs the end of each criu log and keeps the folder, because runc's error names a
+/// log in it. The next criu run of the container, or the container's delete, removes it.
+fn finish_work_dir(container_id: &ContainerId, dir: &Path, failed: bool) {
     if failed {
         for name in CRIU_LOG_FILES {
             let path = dir.join(name);
@@ -941,9 +965,30 @@ fn remove_work_dir(container_id: &ContainerId, dir: &Path, failed: bool) {
             let tail = lines[lines.len().saturating_sub(CRIU_LOG_TAIL_LINES)..].join("\n");
             tracing::warn!(%container_id, path = %path.display(), log = %tail, "criu failed");
         }
+        return;
     }
     if let Err(error) = std::fs::remove_dir_all(dir) {
         tracing::warn!(%container_id, path = %dir.display(), %error, "cannot remove criu work folder");
+    }
+}
+
+/// Removes the criu work folders that failed runs kept in the bundle folder `bundle_dir`.
+fn remove_kept_work_dirs(container_id: &ContainerId, bundle_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(bundle_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_work_dir = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(CRIU_WORK_PREFIX));
+        let is_folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_work_dir && is_folder {
+            let path = entry.path();
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(%container_id, path = %path.display(), %error, "cannot remove criu work folder");
+            }
+        }
     }
 }
 

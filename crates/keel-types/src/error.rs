@@ -295,27 +295,39 @@ fn kind_of_unknown_status(message: &str) -> ErrorKind {
     {
         return ErrorKind::ExecutableNotFound;
     }
-    const PRECONDITION_MESSAGES: [&str; 6] = [
-        // runc's reply to pause or resume of a task that is not running (containerd 1.6, 1.7).
-        "container not running",
-        "container not paused",
-        "is not running",
-        // runc's reply to exec into a stopped task.
-        "cannot exec in a stopped",
-        // The shim's reply to a plain delete of a running task.
-        "cannot delete a running",
-        "is paused",
-    ];
-    if PRECONDITION_MESSAGES
-        .iter()
-        .any(|fragment| message.contains(fragment))
-    {
+    if is_wrong_state_message(message) {
         return ErrorKind::FailedPrecondition;
     }
     if message.contains("not found") || message.contains("does not exist") {
         return ErrorKind::NotFound;
     }
     ErrorKind::Internal
+}
+
+/// Returns true for containerd's and runc's replies to a request the process's state does not
+/// allow, such as resuming a stopped task or an exec into a paused one.
+fn is_wrong_state_message(message: &str) -> bool {
+    // runc's replies to pause or resume of a task that is not running (containerd 1.6, 1.7).
+    const RUNC_MESSAGES: [&str; 4] = [
+        "container not running",
+        "container not paused",
+        "is not running",
+        "is paused",
+    ];
+    // The runc shim's state machine rejects a request with "cannot <verb> a <state> process",
+    // "a <state> container", "in a <state> state" or "task in created state".
+    const SHIM_STATES: [&str; 5] = ["created", "running", "paused", "stopped", "deleted"];
+    if RUNC_MESSAGES
+        .iter()
+        .any(|fragment| message.contains(fragment))
+    {
+        return true;
+    }
+    message.contains("cannot ")
+        && SHIM_STATES.iter().any(|state| {
+            message.contains(&format!(" a {state} "))
+                || message.contains(&format!(" {state} state"))
+        })
 }
 
 #[cfg(test)]
@@ -358,6 +370,23 @@ mod tests {
                 "cannot delete a running task",
                 ErrorKind::FailedPrecondition,
             ),
+            (
+                "cannot resume a stopped container: unknown",
+                ErrorKind::FailedPrecondition,
+            ),
+            (
+                "cannot exec in a paused state: unknown",
+                ErrorKind::FailedPrecondition,
+            ),
+            (
+                "cannot pause task in created state",
+                ErrorKind::FailedPrecondition,
+            ),
+            (
+                "cannot update a deleted process",
+                ErrorKind::FailedPrecondition,
+            ),
+            ("cannot open the log file", ErrorKind::Internal),
             ("process does not exist 42: not found", ErrorKind::NotFound),
             (
                 "OCI runtime exec failed: exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH: unknown",

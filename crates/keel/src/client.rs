@@ -62,8 +62,8 @@ pub struct ClientOptions {
 /// precondition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// The largest spec keel sends, in bytes of JSON. containerd's own gRPC message limit is
-    /// 16 MiB; a spec near it would break the request rather than fail cleanly.
+    /// The largest spec, or exec process, keel sends, in bytes of JSON. containerd's own gRPC
+    /// message limit is 16 MiB; a spec near it would break the request rather than fail cleanly.
     pub max_spec_bytes: usize,
     /// The maximum number of labels on one container.
     pub max_labels: usize,
@@ -271,6 +271,7 @@ impl Client {
             registry: Arc::clone(&registry),
             stopping: Arc::new(AtomicBool::new(false)),
             call_timeout: options.call_timeout,
+            max_spec_bytes: options.limits.max_spec_bytes,
         });
         Ok(Self {
             inner: Arc::new(ClientInner {

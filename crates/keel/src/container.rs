@@ -30,6 +30,8 @@ pub(crate) struct HandleContext {
     pub(crate) stopping: Arc<AtomicBool>,
     /// The deadline of one request.
     pub(crate) call_timeout: Duration,
+    /// The largest exec process keel sends, in bytes of JSON, from [`crate::Limits`].
+    pub(crate) max_spec_bytes: usize,
 }
 
 /// A container, created or loaded through a [`crate::Client`].
@@ -337,6 +339,10 @@ impl Container {
 
     pub(crate) fn call_timeout(&self) -> Duration {
         self.context.call_timeout
+    }
+
+    pub(crate) fn max_spec_bytes(&self) -> usize {
+        self.context.max_spec_bytes
     }
 }
 

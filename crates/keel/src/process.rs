@@ -5,6 +5,7 @@ use keel_types::{Error, ExecId, ExitStatus, Operation, ProcessId, ProcessStatus,
 
 use crate::container::Container;
 use crate::held_io::HeldIo;
+use crate::validate::check_terminal_size;
 
 /// An exec process in a container's task, and the caller's ends of its stdio.
 ///
@@ -170,13 +171,15 @@ impl Process {
             .await
     }
 
-    /// Resizes the process's pseudo-terminal.
+    /// Resizes the process's pseudo-terminal. Before the start, keel keeps the size and applies
+    /// it as soon as the process has started, because the shim makes an exec's terminal only then.
     ///
     /// # Errors
     ///
-    /// Returns containerd's error. A process without a terminal ignores the size, and containerd
-    /// reports success.
+    /// Returns invalid argument for a side above 65535, or containerd's error. A process without
+    /// a terminal ignores the size, and containerd reports success.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
+        check_terminal_size(width, height)?;
         let process = self.process_ref();
         self.container
             .ask(

@@ -274,6 +274,14 @@ impl SpecBuilder {
         self
     }
 
+    /// Sets the size of the process's pseudo-terminal from its first instruction, in character
+    /// cells. Without it the terminal starts at 0 by 0 until a resize.
+    pub fn console_size(mut self, width: u32, height: u32) -> Self {
+        self.process()
+            .set_console_size(Some(console_box(width, height)));
+        self
+    }
+
     /// Limits the container's memory to `bytes`.
     pub fn memory_limit(mut self, bytes: i64) -> Self {
         let mut memory = oci_spec::runtime::LinuxMemory::default();
@@ -296,6 +304,16 @@ impl SpecBuilder {
     pub fn build(self) -> Spec {
         self.spec
     }
+}
+
+/// Returns the OCI box of a terminal `width` cells wide and `height` high.
+pub fn console_box(width: u32, height: u32) -> oci_spec::runtime::Box {
+    // The builder fails only for a missing field, and every field of a box has a default.
+    oci_spec::runtime::BoxBuilder::default()
+        .width(width)
+        .height(height)
+        .build()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use keel_types::{
 use crate::container::Container;
 use crate::held_io::HeldIo;
 use crate::process::Process;
-use crate::validate::check_process;
+use crate::validate::{check_encoded_size, check_process, check_terminal_size};
 
 /// A container's task: its init process and the caller's ends of that process's stdio.
 ///
@@ -162,13 +162,15 @@ impl Task {
             .await
     }
 
-    /// Resizes the init process's pseudo-terminal.
+    /// Resizes the init process's pseudo-terminal. Before the start, the size is the one the
+    /// process starts with.
     ///
     /// # Errors
     ///
-    /// Returns containerd's error. A task without a terminal ignores the size, and containerd
-    /// reports success.
+    /// Returns invalid argument for a side above 65535, or containerd's error. A task without a
+    /// terminal ignores the size, and containerd reports success.
     pub async fn resize(&self, width: u32, height: u32) -> Result<(), Error> {
+        check_terminal_size(width, height)?;
         self.ask(Operation::Resize, |process, reply| ContainerMsg::Resize {
             process,
             width,
@@ -264,8 +266,9 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// Returns invalid argument for a bad exec id or a process without arguments, already
-    /// exists while a process with that exec id lives, or containerd's error.
+    /// Returns invalid argument for a bad exec id, a process without arguments or one larger
+    /// than [`crate::Limits::max_spec_bytes`], already exists while a process with that exec
+    /// id lives, or containerd's error.
     pub async fn exec(
         &self,
         exec_id: &str,
@@ -274,6 +277,7 @@ impl Task {
     ) -> Result<Process, Error> {
         let exec_id = ExecId::new(exec_id)?;
         check_process(&process)?;
+        check_encoded_size("process", &process, self.container.max_spec_bytes())?;
         let request = Box::new(CreateExec {
             exec_id: exec_id.clone(),
             process,

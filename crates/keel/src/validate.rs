@@ -188,18 +188,41 @@ pub(crate) fn check_labels(labels: &HashMap<String, String>, limits: &Limits) ->
 
 /// Checks the spec's encoded size against the client's limit.
 pub(crate) fn check_spec_size(spec: &Spec, limits: &Limits) -> Result<(), Error> {
-    let size = serde_json::to_vec(spec)
+    check_encoded_size("spec", spec, limits.max_spec_bytes)
+}
+
+/// Checks that `value`, the argument `field`, takes at most `max_bytes` bytes of JSON.
+pub(crate) fn check_encoded_size(
+    field: &'static str,
+    value: &impl serde::Serialize,
+    max_bytes: usize,
+) -> Result<(), Error> {
+    let size = serde_json::to_vec(value)
         .map(|json| json.len())
-        .map_err(|error| invalid("spec", "", &format!("cannot be encoded as JSON: {error}")))?;
-    if size > limits.max_spec_bytes {
+        .map_err(|error| invalid(field, "", &format!("cannot be encoded as JSON: {error}")))?;
+    if size > max_bytes {
         return Err(invalid(
-            "spec",
+            field,
             format!("{size} bytes"),
             &format!(
-                "must be at most {} bytes of JSON; shrink the environment or raise Limits::max_spec_bytes",
-                limits.max_spec_bytes
+                "must be at most {max_bytes} bytes of JSON; shorten the arguments and environment or raise Limits::max_spec_bytes"
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Checks a pseudo-terminal size: the kernel stores each side in 16 bits, so a larger value
+/// would be cut short.
+pub(crate) fn check_terminal_size(width: u32, height: u32) -> Result<(), Error> {
+    for (field, value) in [("terminal width", width), ("terminal height", height)] {
+        if value > u32::from(u16::MAX) {
+            return Err(invalid(
+                field,
+                value.to_string(),
+                "must be at most 65535 character cells",
+            ));
+        }
     }
     Ok(())
 }

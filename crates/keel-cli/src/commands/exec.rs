@@ -1,5 +1,6 @@
 //! `keel exec`: run another process in a running container and exit with its exit code.
 
+use keel::spec::console_box;
 use keel::{ErrorKind, StdioRequest};
 use oci_spec::runtime::{Process, ProcessBuilder, UserBuilder};
 
@@ -9,6 +10,7 @@ use crate::commands::exit_byte;
 use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
+use crate::terminal::window_size;
 
 /// The `PATH` of an exec process, the one keel's default spec gives the init process.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -72,12 +74,18 @@ fn build_process(args: &ExecArgs) -> Result<Process, CliError> {
         .gid(0_u32)
         .build()
         .map_err(|error| CliError::usage(format!("invalid user: {error}")))?;
-    ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .args(args.command.clone())
         .env(env)
         .cwd(args.cwd.clone())
         .terminal(args.tty)
         .user(user)
         .build()
-        .map_err(|error| CliError::usage(format!("invalid process: {error}")))
+        .map_err(|error| CliError::usage(format!("invalid process: {error}")))?;
+    if args.tty
+        && let Some((width, height)) = window_size()
+    {
+        process.set_console_size(Some(console_box(width, height)));
+    }
+    Ok(process)
 }

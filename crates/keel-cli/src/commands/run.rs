@@ -10,6 +10,7 @@ use crate::cli::{GlobalOptions, RunArgs};
 use crate::commands::exit_byte;
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
+use crate::terminal::window_size;
 
 /// Runs `keel run`; returns the task's exit code, or 0 when detached.
 pub async fn run(global: &GlobalOptions, args: RunArgs) -> Result<u8, CliError> {
@@ -82,6 +83,11 @@ fn build_spec(args: &RunArgs) -> Result<Spec, CliError> {
     let mut builder = SpecBuilder::new(rootfs)
         .args(args.command.iter().cloned())
         .terminal(args.tty);
+    if args.tty
+        && let Some((width, height)) = window_size()
+    {
+        builder = builder.console_size(width, height);
+    }
     for (key, value) in &args.env {
         builder = builder.env(key, value);
     }
