@@ -127,6 +127,46 @@ async fn relative_state_folder_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_client_options_rejected() {
+    let harness = Harness::start().await;
+    let file = harness.containerd.dir().join("state-file");
+    std::fs::write(&file, b"not a folder").expect("write file");
+    let under_file = file.join("state");
+    for (state_dir, expected) in [(&file, "is a file"), (&under_file, "lies under the file")] {
+        let options = harness.client_options().state_dir(state_dir);
+        let error = keel::Client::connect_with(options, Recorder::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{}: connected", state_dir.display()));
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        let text = error.to_string();
+        assert!(text.contains(expected), "{text}");
+        assert!(text.contains(&state_dir.display().to_string()), "{text}");
+    }
+
+    let mut options = harness.client_options();
+    options.call_timeout = std::time::Duration::ZERO;
+    let error = keel::Client::connect_with(options, Recorder::default())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("zero call timeout: connected"));
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(error.to_string().contains("call timeout"), "{error}");
+
+    harness
+        .client
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+    let error = harness
+        .client
+        .version()
+        .await
+        .expect_err("version after shutdown");
+    assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_specs_rejected() {
     let harness = Harness::start().await;
     let file_root = harness.containerd.dir().join("not-a-folder");

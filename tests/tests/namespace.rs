@@ -228,3 +228,35 @@ async fn subscription_ends_at_shutdown() {
     assert_eq!(error.kind(), keel::ErrorKind::Cancelled);
     harness.containerd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_drops_resent_exit_after_freeze() {
+    let harness = Harness::start().await;
+    let mut subscription = harness.client.subscribe().expect("subscribe");
+    let container = harness
+        .client
+        .create_container("thawed", harness.spec(&["sh", "-c", "sleep 1; exit 3"]))
+        .await
+        .expect("create");
+    let task = container.start_task(NO_STDIO).await.expect("start");
+
+    // The shim's publish of the exit times out while containerd is frozen, so the shim
+    // sends the same envelope again after the thaw.
+    harness.containerd.freeze().expect("freeze containerd");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    harness.containerd.thaw().expect("thaw containerd");
+
+    let events = collect_events(&mut subscription, "thawed", |_| false).await;
+    let exits: Vec<&Event> = events
+        .iter()
+        .filter(|event| matches!(event, Event::Exited { .. }))
+        .collect();
+    assert_eq!(exits.len(), 1, "exits: {exits:?}");
+    assert!(
+        matches!(exits[0], Event::Exited { status, .. } if status.code == 3),
+        "{exits:?}"
+    );
+    assert_eq!(task.wait().await.expect("wait").code, 3);
+    delete_task_and_container(&container, task).await;
+    harness.stop().await;
+}

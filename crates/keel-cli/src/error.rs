@@ -242,7 +242,9 @@ fn hint(kind: ErrorKind) -> &'static str {
         ErrorKind::Unavailable => {
             "check that containerd runs (`keel containerd`) and that --address names its socket"
         }
-        ErrorKind::TimedOut => "containerd is slow or hung; try again, or restart it",
+        ErrorKind::TimedOut => {
+            "containerd or the container's shim is slow or hung; try again, or see `keel ps` for the container's state"
+        }
         ErrorKind::Cancelled => "the request was cancelled; try again",
         ErrorKind::ExecutableNotFound => "check the command's path inside the container",
         _ => "run again with --debug for details",

@@ -13,7 +13,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
 use containerd_client::types::Envelope;
@@ -24,6 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::repeats::RecentEnvelopes;
 use crate::{Router, decode_envelope};
 
 /// The topic of the probe event that proves a new subscription is live. It sits outside
@@ -70,6 +71,9 @@ pub struct EventStats {
     pub unrouted: AtomicU64,
     /// Envelopes that failed to decode, dropped.
     pub malformed: AtomicU64,
+    /// Envelopes equal to one received shortly before, dropped. A shim sends an envelope again
+    /// when containerd did not take it in time.
+    pub repeated: AtomicU64,
     /// Streams that proved live, the first one included.
     pub subscriptions: AtomicU64,
     /// Wakes [`EventStats::wait_until_live`] when a stream proves live.
@@ -113,6 +117,7 @@ impl Actor for EventActor {
             router: args.router,
             stats: args.stats,
             observers: args.observers,
+            recent: RecentEnvelopes::default(),
         };
         let stream = run_stream(
             args.services,
@@ -165,12 +170,19 @@ struct Routing {
     router: Arc<dyn Router>,
     stats: Arc<EventStats>,
     observers: broadcast::Sender<NamespaceEvent>,
+    /// The envelopes received lately, kept across streams, to drop the copies a shim resends.
+    recent: RecentEnvelopes,
 }
 
 impl Routing {
-    fn route(&self, envelope: &Envelope) {
+    fn route(&mut self, envelope: &Envelope) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         if envelope.topic == PROBE_TOPIC {
+            return;
+        }
+        if self.recent.is_repeat(envelope, Instant::now()) {
+            let repeated = self.stats.repeated.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(topic = %envelope.topic, repeated, "repeated envelope dropped");
             return;
         }
         let event = match decode_envelope(envelope) {
@@ -232,7 +244,7 @@ async fn run_stream(
     services: Services,
     connection: ActorRef<ConnectionMsg>,
     mut connection_state: watch::Receiver<ConnectionState>,
-    routing: Routing,
+    mut routing: Routing,
 ) {
     let backoff = Backoff::default();
     let mut failed_attempts = 0;
@@ -248,7 +260,7 @@ async fn run_stream(
         let mut went_live = false;
         let result = forward_stream(
             &services,
-            &routing,
+            &mut routing,
             &mut connection_state,
             &mut went_live,
             stream_broke,
@@ -277,7 +289,7 @@ async fn run_stream(
 /// first event.
 async fn forward_stream(
     services: &Services,
-    routing: &Routing,
+    routing: &mut Routing,
     connection_state: &mut watch::Receiver<ConnectionState>,
     went_live: &mut bool,
     stream_broke: bool,

@@ -9,6 +9,7 @@
 
 mod actor;
 mod decode;
+mod repeats;
 mod router;
 
 pub use actor::{EventActor, EventArgs, EventMsg, EventStats};

@@ -27,7 +27,7 @@ use crate::container::{Container, HandleContext};
 use crate::request::{request, stopped};
 use crate::subscription::Subscription;
 use crate::tree::{Children, Tree, TreeArgs};
-use crate::validate::{check_labels, check_spec, check_spec_size};
+use crate::validate::{check_labels, check_options, check_spec, check_spec_size};
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -187,15 +187,7 @@ impl Client {
         backend: impl Backend,
     ) -> Result<Self, Error> {
         let namespace = Namespace::new(options.namespace.clone())?;
-        if !options.state_dir.is_absolute() {
-            return Err(Error::InvalidArgument {
-                field: "state folder",
-                value: options.state_dir.display().to_string(),
-                reason: "must be an absolute path, because the shim opens the FIFOs in it from \
-                         another working folder"
-                    .to_owned(),
-            });
-        }
+        check_options(&options)?;
         let services = Services::new(&options.socket, namespace.clone(), options.call_timeout)?;
         let (state_sender, mut connection_state) =
             watch::channel(ConnectionState::Connecting { attempt: 1 });
@@ -297,6 +289,9 @@ impl Client {
     ///
     /// Returns unavailable or timed out when containerd does not reply.
     pub async fn version(&self) -> Result<Version, Error> {
+        if self.inner.handle_context.stopping.load(Ordering::Acquire) {
+            return Err(stopped(Operation::Version, &Target::Containerd));
+        }
         let mut client = self.inner.services.version();
         let response: VersionResponse = call_with_deadline(
             Operation::Version,

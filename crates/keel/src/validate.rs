@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 use keel_types::Error;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
-use crate::client::Limits;
+use crate::client::{ClientOptions, Limits};
 
 fn invalid(field: &'static str, value: impl Into<String>, reason: &str) -> Error {
     Error::InvalidArgument {
@@ -221,6 +221,57 @@ pub(crate) fn check_terminal_size(width: u32, height: u32) -> Result<(), Error> 
                 field,
                 value.to_string(),
                 "must be at most 65535 character cells",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the client's options: an absolute state folder that is, or can become, a folder,
+/// and timeouts and intervals above zero.
+pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
+    let state_dir = &options.state_dir;
+    let shown = || state_dir.display().to_string();
+    if !state_dir.is_absolute() {
+        return Err(invalid(
+            "state folder",
+            shown(),
+            "must be an absolute path, because the shim opens the FIFOs in it from another \
+             working folder",
+        ));
+    }
+    // The nearest part of the path that exists must be a folder, or keel could never create
+    // its folders there.
+    let existing = state_dir.ancestors().find_map(|path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|metadata| (path, metadata))
+    });
+    if let Some((path, metadata)) = existing
+        && !metadata.is_dir()
+    {
+        let reason = if path == state_dir.as_path() {
+            "is a file, not a folder; name a folder, or a path where keel can create one".to_owned()
+        } else {
+            format!(
+                "lies under the file {}; name a folder, or a path where keel can create one",
+                path.display()
+            )
+        };
+        return Err(invalid("state folder", shown(), &reason));
+    }
+    let durations = [
+        ("call timeout", options.call_timeout),
+        ("connect timeout", options.connect_timeout),
+        ("health interval", options.health_interval),
+        ("health timeout", options.health_timeout),
+    ];
+    for (field, duration) in durations {
+        if duration.is_zero() {
+            return Err(invalid(
+                field,
+                "0s",
+                "must be above zero, or every request would time out at once",
             ));
         }
     }
