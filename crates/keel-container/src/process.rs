@@ -252,7 +252,7 @@ impl ProcessState {
     }
 
     /// Replies to every waiter when the exit is known: at once, or once the output streams
-    /// are closed, as each waiter asked.
+    /// are closed, as each waiter requested.
     pub(crate) fn answer_waiters(&mut self, tracker: &TaskTracker) {
         let Some(status) = self.exit_status() else {
             return;

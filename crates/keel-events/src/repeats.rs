@@ -16,8 +16,8 @@ use containerd_client::types::Envelope;
 /// and up to 5 s for each failed attempt.
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// The most envelopes remembered at once, so a busy namespace uses bounded memory. Above
-/// about 270 envelopes a second the window is shorter than [`WINDOW`].
+/// The maximum number of envelopes remembered at once, so a busy namespace uses bounded
+/// memory. Above about 270 envelopes a second the window is shorter than [`WINDOW`].
 const CAPACITY: usize = 16_384;
 
 /// The fingerprints of the envelopes received in the last [`WINDOW`], oldest first.

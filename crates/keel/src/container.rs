@@ -179,7 +179,7 @@ impl Container {
                 }
                 // The exit usually arrives through the event stream; without one, the delete
                 // below still succeeds once the process is gone. Output streams that another
-                // handle still holds end with the delete, so the wait does not wait for them.
+                // handle keeps end with the delete, so the wait does not wait for them.
                 let _ = tokio::time::timeout_at(deadline, task.wait_exited()).await;
                 loop {
                     let attempt = task.delete_ref().await;
@@ -298,10 +298,10 @@ impl Container {
             .unwrap_or(actor)
     }
 
-    /// Waits until `process` exits, and until its output streams are closed when `until` says
-    /// so. When the actor fails meanwhile, the wait goes on with the actor that replaces it,
-    /// which loads the process's state from containerd. When the container was deleted, it
-    /// returns not found at once.
+    /// Waits until `process` exits, and also until its output streams are closed when `until`
+    /// is [`WaitUntil::OutputClosed`]. When the actor fails meanwhile, the wait goes on with the
+    /// actor that replaces it, which loads the process's state from containerd. When the
+    /// container was deleted, it returns not found at once.
     pub(crate) async fn wait_for_exit(
         &self,
         process: &ProcessRef,

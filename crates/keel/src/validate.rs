@@ -231,11 +231,11 @@ pub(crate) fn check_terminal_size(width: u32, height: u32) -> Result<(), Error> 
 /// and timeouts and intervals above zero.
 pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
     let state_dir = &options.state_dir;
-    let shown = || state_dir.display().to_string();
+    let path_text = || state_dir.display().to_string();
     if !state_dir.is_absolute() {
         return Err(invalid(
             "state folder",
-            shown(),
+            path_text(),
             "must be an absolute path, because the shim opens the FIFOs in it from another \
              working folder",
         ));
@@ -258,7 +258,7 @@ pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
                 path.display()
             )
         };
-        return Err(invalid("state folder", shown(), &reason));
+        return Err(invalid("state folder", path_text(), &reason));
     }
     let durations = [
         ("call timeout", options.call_timeout),
