@@ -348,6 +348,28 @@ async fn errors_exit_with_code_of_kind() {
         "resume of a stopped task: {}",
         text(&resumed.stderr)
     );
+    let piped = output_of(
+        harness.run_command(&["-i", "-t", "--rm"], "piped", &["wc", "-l"]),
+        Some(b"a\nb\n"),
+    )
+    .await;
+    assert_eq!(piped.status.code(), Some(2), "-i -t with piped stdin");
+    assert!(
+        text(&piped.stderr).contains("terminal"),
+        "{}",
+        text(&piped.stderr)
+    );
+    let exec_piped = harness
+        .run(
+            &["exec", "-i", "-t", "taken", "--", "wc", "-l"],
+            Some(b"a\n"),
+        )
+        .await;
+    assert_eq!(
+        exec_piped.status.code(),
+        Some(2),
+        "exec -i -t with piped stdin"
+    );
     harness.run(&["rm", "-f", "taken", "ended"], None).await;
     harness.stop().await;
 }

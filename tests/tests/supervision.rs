@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use keel::spec::exec_process;
 use keel::{Event, ExecId, FaultTarget, ProcessId, StdioRequest};
-use keel_tests::{Harness, delete_task_and_container};
+use keel_tests::{Harness, INPUT_OUTPUT, delete_task_and_container};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// How long a test waits for the backend to receive an exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -116,6 +117,54 @@ async fn failed_container_actor_keeps_exec_handles() {
 
     task.kill(9, true).await.expect("kill task");
     assert_eq!(task.wait().await.expect("wait task").code, 137);
+    delete_task_and_container(&container, task).await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_container_actor_keeps_stdin_and_added_exec() {
+    let harness = Harness::start().await;
+    let (container, mut task) = harness
+        .create_and_start("echo", harness.spec(&["cat"]), INPUT_OUTPUT)
+        .await;
+    let mut stdin = task.take_stdin().expect("stdin");
+    let mut stdout = BufReader::new(task.take_stdout().expect("stdout")).lines();
+    let mut added = task
+        .exec(
+            "added",
+            exec_process(["sh", "-c", "exit 14"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("add exec");
+    stdin.write_all(b"before\n").await.expect("write before");
+    let line = stdout.next_line().await.expect("read before");
+    assert_eq!(line.as_deref(), Some("before"));
+
+    harness
+        .client
+        .inject_failure(FaultTarget::Container(container.id().clone()))
+        .expect("inject failure");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    stdin
+        .write_all(b"after\n")
+        .await
+        .expect("write after the restart");
+    let line = stdout.next_line().await.expect("read after");
+    assert_eq!(line.as_deref(), Some("after"));
+    added.start().await.expect("start the exec added before");
+    assert_eq!(added.wait().await.expect("wait added exec").code, 14);
+    let exec = ProcessId::Exec(ExecId::new("added").expect("exec id"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exits = harness.recorder.exits_of("echo", &exec);
+    assert_eq!(exits.len(), 1, "exits: {exits:?}");
+
+    drop(stdin);
+    task.close_stdin()
+        .await
+        .expect("close stdin after the restart");
+    assert_eq!(task.wait().await.expect("wait cat").code, 0);
     delete_task_and_container(&container, task).await;
     harness.stop().await;
 }

@@ -5,6 +5,20 @@ use std::io::IsTerminal as _;
 
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 
+use crate::error::CliError;
+
+/// Rejects `-i -t` when stdin is not a terminal. The process would read its input through a
+/// pseudo-terminal that keel feeds from a pipe, and the terminal's hang-up at the end of the
+/// input kills it (SIGHUP) before it finishes, as `wc -l` shows.
+pub fn check_interactive_terminal(interactive: bool, tty: bool) -> Result<(), CliError> {
+    if interactive && tty && !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(
+            "-i -t needs a terminal on stdin, and stdin is not one; drop -t to pipe input to the process",
+        ));
+    }
+    Ok(())
+}
+
 /// Puts stdin's terminal in raw mode and restores the previous mode when dropped, so keys such
 /// as Ctrl-C reach the container's terminal instead of signalling this process.
 pub struct RawMode {

@@ -185,6 +185,27 @@ pub enum ContainerMsg {
     InjectFailure,
 }
 
+impl ContainerMsg {
+    /// Returns the exec process a request names, for the requests a `Process` handle sends.
+    fn exec_handle(&self) -> Option<&ProcessRef> {
+        let handle = match self {
+            Self::StartExec(handle, _)
+            | Self::DeleteExec(handle, _)
+            | Self::Wait(handle, _, _)
+            | Self::CloseStdin(handle, _)
+            | Self::Status(handle, _)
+            | Self::Kill {
+                process: handle, ..
+            }
+            | Self::Resize {
+                process: handle, ..
+            } => handle,
+            _ => return None,
+        };
+        handle.process.exec_id().map(|_| handle)
+    }
+}
+
 /// Tunables of a container actor.
 #[derive(Clone, Debug)]
 pub struct ContainerOptions {
@@ -255,6 +276,9 @@ pub struct ContainerState {
     /// Out-of-memory kills reported for the current task. It lives here, not in the task's
     /// state, so a repeat that arrives after the task was deleted is still recognized.
     pub(crate) oom_reported: u64,
+    /// Set when this actor replaced a failed one. Handles made before may then name execs this
+    /// actor has not seen, such as one added but not started yet, so it looks them up.
+    pub(crate) replacing: bool,
 }
 
 impl Actor for ContainerActor {
@@ -294,6 +318,7 @@ impl Actor for ContainerActor {
             exec_limit_logged: false,
             retired: RetiredProcesses::default(),
             oom_reported: 0,
+            replacing: false,
         })
     }
 
@@ -305,6 +330,10 @@ impl Actor for ContainerActor {
         container
             .registry
             .remove_if_same(&container.container_id, &myself);
+        // Only a normal stop gets here: a failed actor's replacement serves the streams on.
+        if let Some(task) = container.task.as_ref() {
+            task.release_stdio();
+        }
         Ok(())
     }
 
@@ -326,6 +355,11 @@ async fn dispatch(
     message: ContainerMsg,
     container: &mut ContainerState,
 ) -> Result<(), ActorProcessingErr> {
+    if container.replacing
+        && let Some(handle) = message.exec_handle()
+    {
+        container.adopt_exec_of(handle).await;
+    }
     match message {
         #[cfg(feature = "fault-injection")]
         ContainerMsg::InjectFailure => {
@@ -484,6 +518,7 @@ async fn dispatch(
         ContainerMsg::Event(event) => container.apply_event(&myself, event).await,
         ContainerMsg::Reconcile => container.reconcile(&myself).await,
         ContainerMsg::Reload => {
+            container.replacing = true;
             if let Err(error) = container.load(None).await {
                 tracing::error!(container_id = %container.container_id, %error, "cannot reload container");
                 container.leave(&myself, "reload failed");

@@ -82,8 +82,9 @@ impl ContainerState {
         }
     }
 
-    /// Remembers the exits of a task's processes as it is dropped.
+    /// Remembers the exits of a task's processes as it is dropped, and releases their stdio.
     pub(crate) fn retire_task(&mut self, task: &TaskState) {
+        task.release_stdio();
         let execs = task.execs.values().filter_map(ProcessState::retire);
         for process in execs {
             self.retired.push(process);

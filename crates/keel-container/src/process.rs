@@ -195,6 +195,11 @@ impl ProcessState {
 
     /// Fails waiting and later writes to the process's stdin and ends the background reads of
     /// its dropped output streams, once keel no longer serves the process's stdio.
+    ///
+    /// Dropping the record does not do this, because a failed actor's records are dropped too
+    /// while the process runs on and the actor that replaces it serves the caller's streams.
+    /// NOTE: the replacement makes new tokens, so after it a stdin stream taken before is not
+    /// failed at the process's exit, and a write can wait for room in the FIFO.
     pub(crate) fn release_stdio(&self) {
         self.stdin_reader_gone.cancel();
         self.drains_end.cancel();
@@ -280,12 +285,6 @@ impl ProcessState {
         for (_, waiter) in self.waiters.drain(..) {
             let _ = waiter.send(Err(error()));
         }
-    }
-}
-
-impl Drop for ProcessState {
-    fn drop(&mut self) {
-        self.release_stdio();
     }
 }
 

@@ -81,6 +81,14 @@ pub(crate) struct HeldExit {
 }
 
 impl TaskState {
+    /// Releases the stdio of every process of the task; see [`ProcessState::release_stdio`].
+    pub(crate) fn release_stdio(&self) {
+        self.init.release_stdio();
+        for exec in self.execs.values() {
+            exec.release_stdio();
+        }
+    }
+
     /// Makes the record of a task keel found in containerd or learned of from an event.
     pub(crate) fn new(init_fifos: FifoSet) -> Self {
         Self::with_init(ProcessState::new(init_fifos))
@@ -250,6 +258,25 @@ impl ContainerState {
         }
     }
 
+    /// Starts tracking the exec a handle made before this actor names, when neither a record
+    /// nor a remembered exit of it is known here and containerd still has it.
+    pub(crate) async fn adopt_exec_of(&mut self, handle: &ProcessRef) {
+        let Some(exec_id) = handle.process.exec_id() else {
+            return;
+        };
+        if self.process_of(handle).is_some() || self.retired_exit(handle).is_some() {
+            return;
+        }
+        let exec_id = exec_id.clone();
+        match self.adopt_exec(exec_id.clone()).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot look up an exec of an earlier handle");
+            }
+        }
+    }
+
     /// Starts tracking the exec `exec_id` with the FIFOs and state containerd reports for it.
     async fn adopt_exec(&mut self, exec_id: ExecId) -> Result<(), Error> {
         let tracked = self
@@ -284,9 +311,21 @@ impl ContainerState {
         });
         let mut state = ProcessState::new(fifos);
         state.mark_created(info.pid);
-        state.mark_started(info.pid);
+        if info.status != TaskStatus::Created as i32 {
+            state.mark_started(info.pid);
+        }
         if let Some(task) = self.task.as_mut() {
-            task.execs.insert(exec_id, state);
+            task.execs.insert(exec_id.clone(), state);
+        }
+        // An exec that exited while no actor served the container reports its exit here.
+        if info.status == TaskStatus::Stopped as i32 {
+            let status = ExitStatus {
+                code: info.exit_status,
+                exited_at: system_time(info.exited_at),
+            };
+            let process = ProcessId::Exec(exec_id);
+            self.record_exit(process, info.pid, status, None, SystemTime::now())
+                .await;
         }
         Ok(())
     }
@@ -454,6 +493,7 @@ impl ContainerState {
             tracing::warn!(container_id = %self.container_id, %error, "cannot delete task after failed start");
         }
         if let Some(mut task) = self.task.take() {
+            task.release_stdio();
             remove_fifos_in(&self.bundle_dir);
             let error = || {
                 self.rejected(

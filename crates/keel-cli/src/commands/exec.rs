@@ -10,13 +10,14 @@ use crate::commands::exit_byte;
 use crate::commands::task::{load_task, task_error};
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
-use crate::terminal::window_size;
+use crate::terminal::{check_interactive_terminal, window_size};
 
 /// The `PATH` of an exec process, the one keel's default spec gives the init process.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs `keel exec`; returns the process's exit code.
 pub async fn exec(global: &GlobalOptions, args: ExecArgs) -> Result<u8, CliError> {
+    check_interactive_terminal(args.interactive, args.tty)?;
     let process = build_process(&args)?;
     let exec_id = args
         .exec_id

@@ -10,10 +10,11 @@ use crate::cli::{GlobalOptions, RunArgs};
 use crate::commands::exit_byte;
 use crate::connect::{IgnoreEvents, connect};
 use crate::error::CliError;
-use crate::terminal::window_size;
+use crate::terminal::{check_interactive_terminal, window_size};
 
 /// Runs `keel run`; returns the task's exit code, or 0 when detached.
 pub async fn run(global: &GlobalOptions, args: RunArgs) -> Result<u8, CliError> {
+    check_interactive_terminal(args.interactive, args.tty)?;
     let spec = build_spec(&args)?;
     let session = connect(global, IgnoreEvents).await?;
     let container = session.client.create_container(&args.id, spec).await?;
