@@ -215,15 +215,7 @@ impl ContainerState {
             return Ok(());
         };
         // Adopting the init FIFOs lets the task delete remove them, as for a task keel created.
-        let paths = [
-            process.stdin.as_str(),
-            process.stdout.as_str(),
-            process.stderr.as_str(),
-        ];
-        let fifos = FifoSet::adopt(&self.bundle_dir, paths).unwrap_or_else(|error| {
-            tracing::warn!(container_id = %self.container_id, %error, "cannot adopt the FIFOs of the loaded task");
-            FifoSet::default()
-        });
+        let fifos = self.adopt_fifos(&ProcessId::Init, &process);
         let mut task = TaskState::new(fifos);
         task.init.mark_created(process.pid);
         if process.status != TaskStatus::Created as i32 {
@@ -256,6 +248,23 @@ impl ContainerState {
                 tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot adopt a running exec");
             }
         }
+    }
+
+    /// Returns the FIFOs containerd reports for `process`, or none when they are not keel's.
+    fn adopt_fifos(
+        &self,
+        process: &ProcessId,
+        info: &containerd_client::types::v1::Process,
+    ) -> FifoSet {
+        let paths = [
+            info.stdin.as_str(),
+            info.stdout.as_str(),
+            info.stderr.as_str(),
+        ];
+        FifoSet::adopt(&self.bundle_dir, paths).unwrap_or_else(|error| {
+            tracing::warn!(container_id = %self.container_id, %process, %error, "cannot adopt the FIFOs of a loaded process");
+            FifoSet::default()
+        })
     }
 
     /// Starts tracking the exec a handle made before this actor names, when neither a record
@@ -300,15 +309,7 @@ impl ContainerState {
             return Ok(());
         };
 
-        let paths = [
-            info.stdin.as_str(),
-            info.stdout.as_str(),
-            info.stderr.as_str(),
-        ];
-        let fifos = FifoSet::adopt(&self.bundle_dir, paths).unwrap_or_else(|error| {
-            tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot adopt the FIFOs of a running exec");
-            FifoSet::default()
-        });
+        let fifos = self.adopt_fifos(&process, &info);
         let mut state = ProcessState::new(fifos);
         state.mark_created(info.pid);
         if info.status != TaskStatus::Created as i32 {

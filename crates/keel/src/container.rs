@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use keel_container::{
-    ContainerMsg, CreateTask, ProcessIo, ProcessRef, Registry, StdioRequest, WaitUntil,
+    ContainerMsg, CreateTask, ProcessIo, ProcessRef, Registry, Reply, StdioRequest, WaitUntil,
 };
 use keel_types::{ContainerId, Error, ErrorKind, ExitStatus, Operation, Target};
 use ractor::{ActorRef, ActorStatus};
@@ -73,19 +73,12 @@ impl Container {
     /// Returns already exists when the container has a task, or containerd's error; nothing
     /// is left behind on failure.
     pub async fn create_task(&self, stdio: StdioRequest) -> Result<Task, Error> {
-        let request_message = Box::new(CreateTask {
+        let request = CreateTask {
             stdio,
             restore_from: None,
-        });
-        let (io, init): (ProcessIo, ProcessRef) = self
-            .ask(
-                Operation::CreateTask,
-                &self.target,
-                self.context.call_timeout * 2,
-                |reply| ContainerMsg::CreateTask(request_message, reply),
-            )
-            .await?;
-        Ok(Task::new(self.clone(), init, io))
+        };
+        self.new_task(Operation::CreateTask, 2, request, ContainerMsg::CreateTask)
+            .await
     }
 
     /// Creates a running task from a checkpoint in `dir`, written by [`Task::checkpoint`].
@@ -97,19 +90,12 @@ impl Container {
     /// the container has a task, or containerd's or criu's error.
     pub async fn restore_task(&self, dir: &Path, stdio: StdioRequest) -> Result<Task, Error> {
         check_checkpoint_dir(dir)?;
-        let request_message = Box::new(CreateTask {
+        let request = CreateTask {
             stdio,
             restore_from: Some(dir.to_owned()),
-        });
-        let (io, init): (ProcessIo, ProcessRef) = self
-            .ask(
-                Operation::Restore,
-                &self.target,
-                self.context.call_timeout * 3,
-                |reply| ContainerMsg::CreateTask(request_message, reply),
-            )
-            .await?;
-        Ok(Task::new(self.clone(), init, io))
+        };
+        self.new_task(Operation::Restore, 3, request, ContainerMsg::CreateTask)
+            .await
     }
 
     /// Returns a handle on the container's current task without stdio streams, for example
@@ -207,16 +193,34 @@ impl Container {
     ///
     /// As [`Container::create_task`], plus the start's error.
     pub async fn start_task(&self, stdio: StdioRequest) -> Result<Task, Error> {
-        let request_message = Box::new(CreateTask {
+        let request = CreateTask {
             stdio,
             restore_from: None,
-        });
-        let (io, init): (ProcessIo, ProcessRef) = self
+        };
+        self.new_task(
+            Operation::StartTask,
+            5,
+            request,
+            ContainerMsg::CreateAndStartTask,
+        )
+        .await
+    }
+
+    /// Sends `request` in the message `build` makes and returns the handle of the new task.
+    /// The reply may take `requests` gRPC requests' deadlines.
+    async fn new_task(
+        &self,
+        operation: Operation,
+        requests: u32,
+        request: CreateTask,
+        build: fn(Box<CreateTask>, Reply<(ProcessIo, ProcessRef)>) -> ContainerMsg,
+    ) -> Result<Task, Error> {
+        let (io, init) = self
             .ask(
-                Operation::StartTask,
+                operation,
                 &self.target,
-                self.context.call_timeout * 5,
-                |reply| ContainerMsg::CreateAndStartTask(request_message, reply),
+                self.context.call_timeout * requests,
+                |reply| build(Box::new(request), reply),
             )
             .await?;
         Ok(Task::new(self.clone(), init, io))
