@@ -7,9 +7,8 @@ use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetat
 
 use crate::error::CliError;
 
-/// Rejects `-i -t` when stdin is not a terminal. The process would read its input through a
-/// pseudo-terminal that keel feeds from a pipe, and the terminal's hang-up at the end of the
-/// input kills it (SIGHUP) before it finishes, as `wc -l` shows.
+/// Rejects `-i -t` when stdin is not a terminal. The input would reach the process through a
+/// pseudo-terminal fed from a pipe, whose hang-up at the end of the input kills the process.
 pub fn check_interactive_terminal(interactive: bool, tty: bool) -> Result<(), CliError> {
     if interactive && tty && !std::io::stdin().is_terminal() {
         return Err(CliError::usage(

@@ -113,8 +113,8 @@ pub enum ContainerMsg {
     StartExec(ProcessRef, Reply<u32>),
     /// Deletes an exited exec process; replies with its exit status.
     DeleteExec(ProcessRef, Reply<ExitStatus>),
-    /// Replies with the exit status of a process once it exited, and its output streams are
-    /// closed when the caller asks for that.
+    /// Replies with the exit status of a process once it exited, and also once its output
+    /// streams are closed when the caller requests that.
     Wait(ProcessRef, WaitUntil, Reply<ExitStatus>),
     /// Sends a signal to a process, or to every process of the task when `all` is set.
     Kill {

@@ -239,12 +239,12 @@ impl ContainerState {
         let processes = match self.processes().await {
             Ok(processes) => processes,
             Err(error) => {
-                tracing::warn!(container_id = %self.container_id, %error, "cannot list the processes of the reloaded task; their exec handles return not found");
+                tracing::warn!(container_id = %self.container_id, %error, "cannot list the processes of the reloaded task; its running execs are tracked once a handle names them");
                 return;
             }
         };
         for exec_id in processes.into_iter().filter_map(|process| process.exec_id) {
-            if let Err(error) = self.adopt_exec(exec_id.clone()).await {
+            if let Err(error) = self.adopt_exec(&exec_id).await {
                 tracing::warn!(container_id = %self.container_id, %exec_id, %error, "cannot adopt a running exec");
             }
         }
@@ -267,8 +267,8 @@ impl ContainerState {
         })
     }
 
-    /// Starts tracking the exec a handle made before this actor names, when neither a record
-    /// nor a remembered exit of it is known here and containerd still has it.
+    /// Starts tracking the exec that `handle` names, when this actor has neither a record nor
+    /// a remembered exit of it and containerd still has the exec.
     pub(crate) async fn adopt_exec_of(&mut self, handle: &ProcessRef) {
         let Some(exec_id) = handle.process.exec_id() else {
             return;
@@ -276,8 +276,7 @@ impl ContainerState {
         if self.process_of(handle).is_some() || self.retired_exit(handle).is_some() {
             return;
         }
-        let exec_id = exec_id.clone();
-        match self.adopt_exec(exec_id.clone()).await {
+        match self.adopt_exec(exec_id).await {
             Ok(()) => {}
             Err(error) if error.kind() == ErrorKind::NotFound => {}
             Err(error) => {
@@ -287,11 +286,11 @@ impl ContainerState {
     }
 
     /// Starts tracking the exec `exec_id` with the FIFOs and state containerd reports for it.
-    async fn adopt_exec(&mut self, exec_id: ExecId) -> Result<(), Error> {
+    async fn adopt_exec(&mut self, exec_id: &ExecId) -> Result<(), Error> {
         let tracked = self
             .task
             .as_ref()
-            .is_some_and(|task| task.execs.contains_key(&exec_id));
+            .is_some_and(|task| task.execs.contains_key(exec_id));
         if tracked {
             return Ok(());
         }
@@ -324,7 +323,6 @@ impl ContainerState {
                 code: info.exit_status,
                 exited_at: system_time(info.exited_at),
             };
-            let process = ProcessId::Exec(exec_id);
             self.record_exit(process, info.pid, status, None, SystemTime::now())
                 .await;
         }

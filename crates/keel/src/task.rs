@@ -124,7 +124,8 @@ impl Task {
             .await
     }
 
-    /// Waits until the init process exits, whoever still holds its output streams.
+    /// Waits until the init process exits, even while another handle keeps its output streams
+    /// open.
     pub(crate) async fn wait_exited(&self) -> Result<ExitStatus, Error> {
         let container = &self.container;
         container
