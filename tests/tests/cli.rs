@@ -866,11 +866,21 @@ async fn state_dir_that_is_a_file_fails() {
         .output()
         .await
         .expect("run keel ps");
+    // A path under the file is refused the same way.
+    let nested = Command::new(keel_binary())
+        .arg("--state-dir")
+        .arg(file.join("state"))
+        .arg("ps")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run keel ps");
     let is_still_file = file.is_file();
     let _ = std::fs::remove_file(&file);
+    assert_eq!(nested.status.code(), Some(2), "{}", text(&nested.stderr));
 
     let message = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(6), "stderr: {message}");
+    assert_eq!(output.status.code(), Some(2), "stderr: {message}");
     assert!(message.contains(&file.display().to_string()), "{message}");
     assert!(message.contains("Not a directory"), "OS error: {message}");
     assert!(message.contains("--state-dir"), "next step: {message}");

@@ -267,3 +267,51 @@ async fn same_id_under_two_containerds_stays_apart() {
     kill_and_delete(&container, task).await;
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_reports_exit_and_delete() {
+    let harness = Harness::start().await;
+    let container = harness.create_container("doomed", &["true"]).await;
+    let mut task = container
+        .create_task(StdioRequest::default())
+        .await
+        .expect("create task");
+    let pid = task.pid();
+    // The created task's process is runc's init, waiting to be started; killed from outside,
+    // the start has nothing left to run.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the created process");
+    task.start().await.expect_err("start of a killed process");
+
+    let deleted = |events: &[Event]| {
+        events
+            .iter()
+            .any(|event| matches!(event, Event::Deleted { .. }))
+    };
+    let events = harness
+        .recorder
+        .wait_for("doomed", Duration::from_secs(10), deleted)
+        .await;
+    assert!(
+        matches!(events.first(), Some(Event::Created { pid: created }) if *created == pid),
+        "{events:?}"
+    );
+    assert_init_exit(&events, 1, pid, 137, "doomed");
+    assert!(
+        matches!(events.get(2), Some(Event::Deleted { pid: deleted, .. }) if *deleted == pid),
+        "{events:?}"
+    );
+    let status = task.wait().await.expect("wait after the failed start");
+    assert_eq!(status.code, 137);
+    assert_eq!(
+        task.status().await.expect_err("no task left").kind(),
+        ErrorKind::NotFound
+    );
+    container.delete().await.expect("delete container");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(harness.recorder.events_of("doomed").len(), 3);
+    harness.stop().await;
+}

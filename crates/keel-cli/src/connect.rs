@@ -80,6 +80,9 @@ impl Backend for IgnoreEvents {
 
 /// Connects a client with `backend`, to `--address` or to keel's own containerd.
 pub async fn connect(global: &GlobalOptions, backend: impl Backend) -> Result<Session, CliError> {
+    if let Some(dir) = &global.state_dir {
+        check_state_dir(dir)?;
+    }
     let paths = Paths::new(global.state_dir.as_deref());
     let (socket, supervisor) = match &global.address {
         Some(address) => (address.clone(), None),
@@ -103,6 +106,22 @@ pub async fn connect(global: &GlobalOptions, backend: impl Backend) -> Result<Se
         client,
         _supervisor: supervisor,
     })
+}
+
+/// Rejects a `--state-dir` that names a file, or lies under one, before any folder is made.
+fn check_state_dir(dir: &Path) -> Result<(), CliError> {
+    let file = dir
+        .ancestors()
+        .find(|path| std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_dir()));
+    match file {
+        Some(file) => Err(CliError::usage(format!(
+            "--state-dir {}: {} is not a folder (Not a directory); name a folder, or a path \
+             where keel can make one",
+            dir.display(),
+            file.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Returns the settings of keel's own containerd. It runs in a process group of its own and

@@ -211,6 +211,11 @@ impl ProcessState {
         !std::mem::replace(&mut self.created_reported, true)
     }
 
+    /// Returns whether the backend was told that the process was created.
+    pub(crate) fn created_reported(&self) -> bool {
+        self.created_reported
+    }
+
     /// Records the start; returns true when it is news.
     pub(crate) fn mark_started(&mut self, pid: u32) -> bool {
         if pid != 0 {

@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::{
     CheckpointTaskRequest, CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest,
-    PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, UpdateTaskRequest,
+    DeleteContainerRequest, DeleteResponse, DeleteTaskRequest, GetContainerRequest, GetRequest,
+    KillRequest, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest,
+    UpdateTaskRequest,
 };
 use containerd_client::types::v1::Status as TaskStatus;
 use keel_connection::{Services, call_with_deadline};
@@ -488,8 +489,21 @@ impl ContainerState {
         let delete = DeleteTaskRequest {
             container_id: self.container_id.to_string(),
         };
-        if let Err(error) = self.call(Operation::StartTask, tasks.delete(delete)).await {
-            tracing::warn!(container_id = %self.container_id, %error, "cannot delete task after failed start");
+        let reported = self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.init.created_reported());
+        match self.call(Operation::StartTask, tasks.delete(delete)).await {
+            // The backend saw the task created, so it also sees the end: the exit and `Deleted`.
+            // A restore reports nothing before its start succeeds.
+            Ok(response) if reported => {
+                self.finish_task_delete(&response).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(container_id = %self.container_id, %error, "cannot delete task after failed start");
+            }
         }
         if let Some(mut task) = self.task.take() {
             task.release_stdio();
@@ -866,6 +880,12 @@ impl ContainerState {
             }
             Err(error) => return Err(error),
         };
+        Ok(self.finish_task_delete(&response).await)
+    }
+
+    /// Reports what a successful task delete ends: the init exit, if no event reported it, and
+    /// `Deleted`. Forgets the task and answers the waiters of its processes.
+    async fn finish_task_delete(&mut self, response: &DeleteResponse) -> ExitStatus {
         self.task_delete_confirmed = true;
         let status = ExitStatus {
             code: response.exit_status,
@@ -900,7 +920,7 @@ impl ContainerState {
             status: Some(status),
         };
         self.deliver(deleted, SystemTime::now()).await;
-        Ok(status)
+        status
     }
 
     pub(crate) async fn delete(&mut self) -> Result<(), Error> {
