@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use keel::spec::exec_process;
 use keel::{Event, ExecId, FaultTarget, ProcessId, StdioRequest};
-use keel_tests::{Harness, INPUT_OUTPUT, delete_task_and_container};
+use keel_tests::{Harness, INPUT_OUTPUT, SIGKILL, delete_task_and_container, start_exec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// How long a test waits for the backend to receive an exit.
@@ -160,11 +160,61 @@ async fn failed_container_actor_keeps_stdin_and_added_exec() {
     let exits = harness.recorder.exits_of("echo", &exec);
     assert_eq!(exits.len(), 1, "exits: {exits:?}");
 
-    drop(stdin);
+    // The replacement counts the stream taken before, and `wait` waits for it to close.
+    drop((stdin, stdout));
     task.close_stdin()
         .await
         .expect("close stdin after the restart");
     assert_eq!(task.wait().await.expect("wait cat").code, 0);
+    delete_task_and_container(&container, task).await;
+    harness.stop().await;
+}
+
+/// Writes 1 MiB chunks to `stdin` until a write fails, and returns that error.
+fn write_until_error(mut stdin: keel::StdinStream) -> tokio::task::JoinHandle<std::io::Error> {
+    tokio::spawn(async move {
+        let chunk = vec![b'x'; 1 << 20];
+        loop {
+            if let Err(error) = stdin.write_all(&chunk).await {
+                return error;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_container_actor_still_ends_stdin_writes_at_exit() {
+    let harness = Harness::start().await;
+    let (container, mut task) = harness
+        .create_and_start("deaf", harness.spec(&["sleep", "1000"]), INPUT_OUTPUT)
+        .await;
+    let mut exec = start_exec(&task, "deaf-exec", &["sleep", "1000"], INPUT_OUTPUT).await;
+    // sleep never reads, so each FIFO fills and its writer waits for room.
+    let task_writer = write_until_error(task.take_stdin().expect("task stdin"));
+    let exec_writer = write_until_error(exec.take_stdin().expect("exec stdin"));
+
+    harness
+        .client
+        .inject_failure(FaultTarget::Container(container.id().clone()))
+        .expect("inject failure");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!task_writer.is_finished() && !exec_writer.is_finished());
+
+    exec.kill(SIGKILL).await.expect("kill the exec");
+    assert_eq!(exec.wait().await.expect("wait exec").code, 137);
+    let error = tokio::time::timeout(Duration::from_secs(10), exec_writer)
+        .await
+        .expect("the exec's waiting write ends at its exit")
+        .expect("join");
+    assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+
+    task.kill(SIGKILL, false).await.expect("kill the task");
+    assert_eq!(task.wait().await.expect("wait task").code, 137);
+    let error = tokio::time::timeout(Duration::from_secs(10), task_writer)
+        .await
+        .expect("the task's waiting write ends at its exit")
+        .expect("join");
+    assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
     delete_task_and_container(&container, task).await;
     harness.stop().await;
 }

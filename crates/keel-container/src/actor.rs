@@ -334,6 +334,7 @@ impl Actor for ContainerActor {
         if let Some(task) = container.task.as_ref() {
             task.release_stdio();
         }
+        container.registry.links.forget(&container.container_id);
         Ok(())
     }
 

@@ -79,6 +79,7 @@ impl ContainerState {
         let fifos = FifoSet::create(&self.bundle_dir, &prefix, request.stdio)
             .map_err(|source| self.io_error(Operation::Exec, source))?;
         let state = ProcessState::created(fifos.clone());
+        self.record_links(&process, &state);
         let io = match fifos.open(&state) {
             Ok(io) => io,
             Err(source) => {

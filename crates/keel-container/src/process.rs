@@ -1,11 +1,12 @@
 //! A container actor's record of one process, and the rules that report each change exactly
 //! once, whichever source (event stream, reply, reconciliation) reports it first.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use keel_types::{Error, ExitStatus, ProcessId};
+use dashmap::DashMap;
+use keel_types::{ContainerId, Error, ExitStatus, ProcessId};
 use ractor::RpcReplyPort;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -45,15 +46,8 @@ pub(crate) struct ProcessState {
     exit: Option<ReportedExit>,
     /// The FIFOs keel made for this process.
     pub(crate) fifos: FifoSet,
-    /// How many of the caller's output streams are still open.
-    pub(crate) streams_open: Arc<watch::Sender<usize>>,
-    /// Cancelled once the process can no longer read its stdin: it exited, was deleted, or
-    /// keel forgot it. A write to its [`crate::StdinStream`] then fails instead of waiting.
-    pub(crate) stdin_reader_gone: CancellationToken,
-    /// Cancelled when keel stops serving the output streams handed out so far: the process
-    /// was deleted or forgotten, or its FIFOs were opened again for an attach. The background
-    /// reads of dropped output streams end then, so they never take output from a new reader.
-    pub(crate) drains_end: CancellationToken,
+    /// The state the caller's stdio streams of this process share with the record.
+    pub(crate) links: StdioLinks,
     /// The caller closed stdin before the process existed in the shim; sent at start.
     pub(crate) close_stdin_pending: bool,
     /// The terminal size the caller set before the shim made the process's terminal, as
@@ -65,6 +59,77 @@ pub(crate) struct ProcessState {
     /// deleted execs first.
     pub(crate) deleted_order: Option<u64>,
     waiters: Vec<(WaitUntil, RpcReplyPort<Result<ExitStatus, Error>>)>,
+}
+
+/// The state a process's record shares with the stdio streams handed out for it. A container actor
+/// that replaces a failed one takes these over from [`StdioLinkTable`], so streams handed out
+/// before still end at the process's exit.
+#[derive(Clone, Debug)]
+pub(crate) struct StdioLinks {
+    /// How many of the caller's output streams are still open.
+    pub(crate) streams_open: Arc<watch::Sender<usize>>,
+    /// Cancelled once the process can no longer read its stdin: it exited, was deleted, or
+    /// keel forgot it. A write to its [`crate::StdinStream`] then fails instead of waiting.
+    pub(crate) stdin_reader_gone: CancellationToken,
+    /// Cancelled when keel stops serving the output streams handed out so far: the process
+    /// was deleted or forgotten, or its FIFOs were opened again for an attach. The background
+    /// reads of dropped output streams end then, so they never take output from a new reader.
+    pub(crate) drains_end: CancellationToken,
+}
+
+impl StdioLinks {
+    pub(crate) fn new() -> Self {
+        Self {
+            streams_open: Arc::new(watch::channel(0).0),
+            stdin_reader_gone: CancellationToken::new(),
+            drains_end: CancellationToken::new(),
+        }
+    }
+
+    /// Returns true once keel stopped serving these streams for good or for an attach, which
+    /// hands out new links.
+    fn is_released(&self) -> bool {
+        self.drains_end.is_cancelled()
+    }
+}
+
+/// The stdio links of the processes of every container of a client. They live outside the
+/// container actors, so an actor that replaces a failed one finds the links its predecessor
+/// handed out with the caller's streams.
+#[derive(Debug, Default)]
+pub(crate) struct StdioLinkTable(DashMap<ContainerId, HashMap<ProcessId, StdioLinks>>);
+
+impl StdioLinkTable {
+    /// Records the links of a process whose streams were handed out, and drops the released
+    /// links of the container's other processes.
+    pub(crate) fn record(
+        &self,
+        container_id: &ContainerId,
+        process: &ProcessId,
+        links: &StdioLinks,
+    ) {
+        let mut processes = self.0.entry(container_id.clone()).or_default();
+        processes.retain(|_, links| !links.is_released());
+        processes.insert(process.clone(), links.clone());
+    }
+
+    /// Returns the links of `process` that are still in use.
+    pub(crate) fn find(
+        &self,
+        container_id: &ContainerId,
+        process: &ProcessId,
+    ) -> Option<StdioLinks> {
+        let processes = self.0.get(container_id)?;
+        processes
+            .get(process)
+            .filter(|links| !links.is_released())
+            .cloned()
+    }
+
+    /// Drops every link of a container that is deleted or no longer tracked.
+    pub(crate) fn forget(&self, container_id: &ContainerId) {
+        self.0.remove(container_id);
+    }
 }
 
 /// The moment a wait for a process's exit returns.
@@ -142,9 +207,7 @@ impl ProcessState {
             started_reported: false,
             exit: None,
             fifos,
-            streams_open: Arc::new(watch::channel(0).0),
-            stdin_reader_gone: CancellationToken::new(),
-            drains_end: CancellationToken::new(),
+            links: StdioLinks::new(),
             close_stdin_pending: false,
             resize_pending: None,
             deleted: false,
@@ -198,11 +261,9 @@ impl ProcessState {
     ///
     /// Dropping the record does not do this, because a failed actor's records are dropped too
     /// while the process runs on and the actor that replaces it serves the caller's streams.
-    /// NOTE: the replacement makes new tokens, so after it a stdin stream taken before is not
-    /// failed at the process's exit, and a write can wait for room in the FIFO.
     pub(crate) fn release_stdio(&self) {
-        self.stdin_reader_gone.cancel();
-        self.drains_end.cancel();
+        self.links.stdin_reader_gone.cancel();
+        self.links.drains_end.cancel();
     }
 
     /// Records creation; returns true when it is news.
@@ -211,7 +272,7 @@ impl ProcessState {
         !std::mem::replace(&mut self.created_reported, true)
     }
 
-    /// Returns whether the backend was told that the process was created.
+    /// Returns true once the backend received the process's `Created` event.
     pub(crate) fn created_reported(&self) -> bool {
         self.created_reported
     }
@@ -246,7 +307,7 @@ impl ProcessState {
             return false;
         }
         self.exit = Some(ReportedExit { pid, status });
-        self.stdin_reader_gone.cancel();
+        self.links.stdin_reader_gone.cancel();
         true
     }
 
@@ -276,7 +337,7 @@ impl ProcessState {
         if after_output.is_empty() {
             return;
         }
-        let mut streams_open = self.streams_open.subscribe();
+        let mut streams_open = self.links.streams_open.subscribe();
         tracker.spawn(async move {
             let _ = streams_open.wait_for(|open| *open == 0).await;
             for (_, waiter) in after_output {

@@ -9,6 +9,7 @@ use ractor::{ActorId, ActorRef};
 use tokio::sync::Notify;
 
 use crate::ContainerMsg;
+use crate::process::StdioLinkTable;
 
 /// The live container actors of one client, by container id, and which actor replaced each
 /// failed one, so handles made for the failed actor reach its replacement.
@@ -26,6 +27,9 @@ pub struct Registry {
     /// Ids whose create had an unknown outcome and whose record is being removed; creates and
     /// loads of them wait until it is gone.
     undoing: DashSet<ContainerId>,
+    /// The stdio links of the processes whose streams were handed out, which a replacing
+    /// actor takes over.
+    pub(crate) links: StdioLinkTable,
 }
 
 impl Registry {

@@ -76,6 +76,11 @@ pub(crate) struct FifoSet {
 }
 
 impl FifoSet {
+    /// Returns true when the process has no FIFO, so no stream is handed out for it.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stdin.is_none() && self.stdout.is_none() && self.stderr.is_none()
+    }
+
     /// Makes the FIFOs for `request` in `folder`, named after `process_name`. `folder` is made
     /// owner-only first when it is missing and a FIFO is requested. Its parent must exist.
     pub(crate) fn create(
@@ -171,7 +176,7 @@ impl FifoSet {
             stdin: self
                 .stdin
                 .as_deref()
-                .map(|path| StdinStream::open(path, &process.stdin_reader_gone))
+                .map(|path| StdinStream::open(path, &process.links.stdin_reader_gone))
                 .transpose()?,
         })
     }
@@ -233,11 +238,11 @@ pub struct OutputStream {
 impl OutputStream {
     fn open(path: &Path, process: &ProcessState) -> io::Result<Self> {
         let receiver = pipe::OpenOptions::new().open_receiver(path)?;
-        process.streams_open.send_modify(|open| *open += 1);
+        process.links.streams_open.send_modify(|open| *open += 1);
         Ok(Self {
             receiver: Some(receiver),
-            open: Some(Arc::clone(&process.streams_open)),
-            drains_end: process.drains_end.clone(),
+            open: Some(Arc::clone(&process.links.streams_open)),
+            drains_end: process.links.drains_end.clone(),
         })
     }
 

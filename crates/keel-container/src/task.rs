@@ -218,6 +218,7 @@ impl ContainerState {
         // Adopting the init FIFOs lets the task delete remove them, as for a task keel created.
         let fifos = self.adopt_fifos(&ProcessId::Init, &process);
         let mut task = TaskState::new(fifos);
+        self.take_over_links(&ProcessId::Init, &mut task.init);
         task.init.mark_created(process.pid);
         if process.status != TaskStatus::Created as i32 {
             task.init.mark_started(process.pid);
@@ -311,6 +312,7 @@ impl ContainerState {
 
         let fifos = self.adopt_fifos(&process, &info);
         let mut state = ProcessState::new(fifos);
+        self.take_over_links(&process, &mut state);
         state.mark_created(info.pid);
         if info.status != TaskStatus::Created as i32 {
             state.mark_started(info.pid);
@@ -359,6 +361,7 @@ impl ContainerState {
             return Err(self.io_error(operation, source));
         }
         let task = TaskState::created(fifos.clone());
+        self.record_links(&ProcessId::Init, &task.init);
         let io = match fifos.open(&task.init) {
             Ok(io) => io,
             Err(source) => {
@@ -494,7 +497,7 @@ impl ContainerState {
             .as_ref()
             .is_some_and(|task| task.init.created_reported());
         match self.call(Operation::StartTask, tasks.delete(delete)).await {
-            // The backend saw the task created, so it also sees the end: the exit and `Deleted`.
+            // The backend received `Created`, so it also receives the exit and `Deleted`.
             // A restore reports nothing before its start succeeds.
             Ok(response) if reported => {
                 self.finish_task_delete(&response).await;
@@ -585,9 +588,12 @@ impl ContainerState {
         state.fifos = fifos.clone();
         // Background reads of output streams dropped before this attach would compete with
         // the new streams for the output.
-        state.drains_end.cancel();
-        state.drains_end = CancellationToken::new();
+        state.links.drains_end.cancel();
+        state.links.drains_end = CancellationToken::new();
         let handle = state.handle_ref(process.clone());
+        self.registry
+            .links
+            .record(&self.container_id, process, &state.links);
         let io = fifos
             .open(state)
             .map_err(|source| self.io_error(Operation::Attach, source))?;
@@ -884,7 +890,7 @@ impl ContainerState {
     }
 
     /// Reports what a successful task delete ends: the init exit, if no event reported it, and
-    /// `Deleted`. Forgets the task and answers the waiters of its processes.
+    /// `Deleted`. Forgets the task and replies to the waiters of its processes.
     async fn finish_task_delete(&mut self, response: &DeleteResponse) -> ExitStatus {
         self.task_delete_confirmed = true;
         let status = ExitStatus {
@@ -955,7 +961,26 @@ impl ContainerState {
             Err(error) => return Err(error),
         }
         self.remove_bundle_dir();
+        self.registry.links.forget(&self.container_id);
         Ok(())
+    }
+
+    /// Records the stdio links of a process keel made with FIFOs, for an actor that may have
+    /// to take over from this one.
+    pub(crate) fn record_links(&self, process: &ProcessId, state: &ProcessState) {
+        if !state.fifos.is_empty() {
+            self.registry
+                .links
+                .record(&self.container_id, process, &state.links);
+        }
+    }
+
+    /// Gives a process found in containerd the stdio links that a failed actor handed out for
+    /// it, so the caller's streams of it end at its exit as before.
+    fn take_over_links(&self, process: &ProcessId, state: &mut ProcessState) {
+        if let Some(links) = self.registry.links.find(&self.container_id, process) {
+            state.links = links;
+        }
     }
 
     /// Makes the state and namespace folders owner-only and checks the bundle path, so a
