@@ -39,8 +39,10 @@ pub type Reply<T> = RpcReplyPort<Result<T, Error>>;
 /// A request to create a container.
 #[derive(Clone, Debug)]
 pub struct CreateContainer {
-    /// The OCI runtime spec, checked by the facade.
-    pub spec: oci_spec::runtime::Spec,
+    /// The OCI runtime spec as JSON, checked and encoded by the facade.
+    pub spec_json: Vec<u8>,
+    /// The uid and gid the spec's process runs as, who get the init process's FIFOs.
+    pub process_user: (u32, u32),
     /// The runtime and its options.
     pub runtime: Runtime,
     /// Labels stored with the container record.
@@ -61,8 +63,8 @@ pub struct CreateTask {
 pub struct CreateExec {
     /// The exec id, unique among the task's live processes.
     pub exec_id: ExecId,
-    /// The process to run; its `terminal` flag is set from `stdio`.
-    pub process: oci_spec::runtime::Process,
+    /// The process to run as JSON, with its `terminal` flag set from `stdio`.
+    pub process_json: Vec<u8>,
     /// The stdio streams the process gets.
     pub stdio: StdioRequest,
 }

@@ -67,14 +67,6 @@ impl ContainerState {
                 "the task has the maximum number of exec processes; wait for one to exit or raise ContainerOptions::max_execs",
             ));
         }
-        let mut spec = request.process;
-        spec.set_terminal(Some(request.stdio.terminal));
-        let spec = serde_json::to_vec(&spec).map_err(|error| Error::InvalidArgument {
-            field: "process",
-            value: String::new(),
-            reason: format!("cannot be encoded as JSON: {error}"),
-        })?;
-
         let prefix = format!("exec.{}", request.exec_id);
         let fifos = FifoSet::create(&self.bundle_dir, &prefix, request.stdio)
             .map_err(|source| self.io_error(Operation::Exec, source))?;
@@ -96,7 +88,7 @@ impl ContainerState {
             terminal: request.stdio.terminal,
             spec: Some(prost_types::Any {
                 type_url: PROCESS_TYPE_URL.to_owned(),
-                value: spec,
+                value: request.process_json,
             }),
             exec_id: request.exec_id.to_string(),
         };

@@ -38,3 +38,4 @@ pub use registry::Registry;
 pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
 pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};
 pub use supervisor::{ContainersSupervisor, SupervisorArgs, SupervisorMsg};
+pub use task::process_user;

@@ -135,12 +135,7 @@ impl TaskState {
 
 impl ContainerState {
     pub(crate) async fn create(&mut self, request: CreateContainer) -> Result<(), Error> {
-        let spec = serde_json::to_vec(&request.spec).map_err(|error| Error::InvalidArgument {
-            field: "spec",
-            value: String::new(),
-            reason: format!("cannot be encoded as JSON: {error}"),
-        })?;
-        self.process_user = spec_user(&request.spec);
+        self.process_user = request.process_user;
         self.check_bundle_dir(Operation::CreateContainer)?;
         let container = Container {
             id: self.container_id.to_string(),
@@ -151,7 +146,7 @@ impl ContainerState {
             }),
             spec: Some(prost_types::Any {
                 type_url: SPEC_TYPE_URL.to_owned(),
-                value: spec,
+                value: request.spec_json,
             }),
             ..Container::default()
         };
@@ -194,7 +189,7 @@ impl ContainerState {
                 serde_json::from_slice::<oci_spec::runtime::Spec>(&spec.value).ok()
             });
             if let Some(spec) = spec {
-                self.process_user = spec_user(&spec);
+                self.process_user = process_user(&spec);
             }
         }
         self.check_bundle_dir(Operation::LoadContainer)?;
@@ -1149,7 +1144,7 @@ fn error_clone(error: &Error) -> Error {
 }
 
 /// Returns the uid and gid the spec's process runs as.
-fn spec_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
+pub fn process_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
     spec.process()
         .as_ref()
         .map(|process| (process.user().uid(), process.user().gid()))

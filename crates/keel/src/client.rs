@@ -27,7 +27,7 @@ use crate::container::{Container, HandleContext};
 use crate::request::{request, stopped};
 use crate::subscription::Subscription;
 use crate::tree::{Children, Tree, TreeArgs};
-use crate::validate::{check_labels, check_options, check_spec, check_spec_size};
+use crate::validate::{check_labels, check_options, check_spec, encode_spec};
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -333,13 +333,14 @@ impl Client {
         check_spec(&spec)?;
         check_labels(&labels, &self.inner.limits)?;
         self.set_default_cgroups_path(&mut spec, &container_id);
-        check_spec_size(&spec, &self.inner.limits)?;
+        let spec_json = encode_spec(&spec, &self.inner.limits)?;
         let runtime = self.with_default_runc_root(runtime);
 
         let containers = self.children()?.containers;
         let target = Target::Container(container_id.clone());
         let create = Box::new(CreateContainer {
-            spec,
+            spec_json,
+            process_user: keel_container::process_user(&spec),
             runtime,
             labels,
         });

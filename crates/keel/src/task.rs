@@ -13,7 +13,7 @@ use keel_types::{
 use crate::container::Container;
 use crate::held_io::HeldIo;
 use crate::process::Process;
-use crate::validate::{check_encoded_size, check_process, check_terminal_size};
+use crate::validate::{check_process, check_terminal_size, encode_checked};
 
 /// A container's task: its init process and the caller's ends of that process's stdio.
 ///
@@ -273,15 +273,16 @@ impl Task {
     pub async fn exec(
         &self,
         exec_id: &str,
-        process: oci_spec::runtime::Process,
+        mut process: oci_spec::runtime::Process,
         stdio: StdioRequest,
     ) -> Result<Process, Error> {
         let exec_id = ExecId::new(exec_id)?;
         check_process(&process)?;
-        check_encoded_size("process", &process, self.container.max_spec_bytes())?;
+        process.set_terminal(Some(stdio.terminal));
+        let process_json = encode_checked("process", &process, self.container.max_spec_bytes())?;
         let request = Box::new(CreateExec {
             exec_id: exec_id.clone(),
-            process,
+            process_json,
             stdio,
         });
         let (io, process) = self

@@ -186,20 +186,20 @@ pub(crate) fn check_labels(labels: &HashMap<String, String>, limits: &Limits) ->
     Ok(())
 }
 
-/// Checks the spec's encoded size against the client's limit.
-pub(crate) fn check_spec_size(spec: &Spec, limits: &Limits) -> Result<(), Error> {
-    check_encoded_size("spec", spec, limits.max_spec_bytes)
+/// Encodes the spec as JSON, checked against the client's limit.
+pub(crate) fn encode_spec(spec: &Spec, limits: &Limits) -> Result<Vec<u8>, Error> {
+    encode_checked("spec", spec, limits.max_spec_bytes)
 }
 
-/// Checks that `value`, the argument `field`, takes at most `max_bytes` bytes of JSON.
-pub(crate) fn check_encoded_size(
+/// Encodes `value`, the argument `field`, as JSON of at most `max_bytes` bytes.
+pub(crate) fn encode_checked(
     field: &'static str,
     value: &impl serde::Serialize,
     max_bytes: usize,
-) -> Result<(), Error> {
-    let size = serde_json::to_vec(value)
-        .map(|json| json.len())
+) -> Result<Vec<u8>, Error> {
+    let json = serde_json::to_vec(value)
         .map_err(|error| invalid(field, "", &format!("cannot be encoded as JSON: {error}")))?;
+    let size = json.len();
     if size > max_bytes {
         return Err(invalid(
             field,
@@ -209,7 +209,7 @@ pub(crate) fn check_encoded_size(
             ),
         ));
     }
-    Ok(())
+    Ok(json)
 }
 
 /// Checks a pseudo-terminal size: the kernel stores each side in 16 bits, so a larger value
@@ -547,7 +547,7 @@ mod fuzz {
         ) {
             let spec = SpecBuilder::new(root.as_str()).args(args).cwd(cwd.as_str()).build();
             let _ = check_spec(&spec);
-            let _ = check_spec_size(&spec, &Limits::default());
+            let _ = encode_spec(&spec, &Limits::default());
         }
 
         #[test]
