@@ -832,6 +832,12 @@ impl ContainerState {
         finish_work_dir(&self.container_id, &work_dir, result.is_err());
         match result {
             Ok(_) => Ok(()),
+            // The shim may have finished the dump, or may still be writing it, while containerd
+            // did not reply; so the folder, which can hold a complete checkpoint, stays.
+            Err(error) if is_unanswered(&error) => {
+                tracing::warn!(container_id = %self.container_id, path = %dir.display(), %error, "checkpoint not confirmed; its folder is kept and may hold a complete checkpoint");
+                Err(error)
+            }
             Err(error) => {
                 remove_created_dir(created.as_deref());
                 Err(self.stopped_task_error(error, Operation::Checkpoint).await)
