@@ -992,3 +992,26 @@ async fn exec_exit_precedes_init_exit_after_outage() {
     let _ = task.delete().await;
     fixture.finish_with_one_exit(container).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_delete_right_after_shim_death_succeeds() {
+    let fixture = Fixture::start().await;
+    // Three rounds, because the kill meets the dead shim only before containerd notices the
+    // death, and afterwards it returns not found.
+    for round in 0..3 {
+        let id = format!("stubborn-{round}");
+        let (container, task) = fixture.run(&id, "sleep 1000").await;
+        let shim = fixture.only_shim();
+        fixture.containerd.kill_shim(shim).expect("kill shim");
+        container
+            .force_delete(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|error| panic!("{id}: force delete: {error:?}"));
+        assert_eq!(
+            task.status().await.expect_err("task gone").kind(),
+            ErrorKind::NotFound
+        );
+        assert!(fixture.containerd_containers().is_empty(), "{id} left");
+    }
+    fixture.stop().await;
+}
