@@ -1015,3 +1015,63 @@ async fn force_delete_right_after_shim_death_succeeds() {
     }
     fixture.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_start_unanswered_while_frozen_keeps_events() {
+    let fixture = Fixture::start_with(
+        |options| options.call_timeout = Duration::from_secs(1),
+        |recorder| recorder,
+    )
+    .await;
+    let (container, task) = fixture.run("frozen-exec", "sleep 1000").await;
+    let mut exec = task
+        .exec(
+            "quick",
+            keel::spec::exec_process(["sh", "-c", "exit 5"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("add exec");
+
+    // containerd freezes while it forwards the start, so the shim can start the process
+    // without the call being answered.
+    let freeze = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        fixture.containerd.freeze().expect("freeze");
+    };
+    let (started, ()) = tokio::join!(exec.start(), freeze);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fixture.containerd.thaw().expect("thaw");
+    assert!(fixture.wait_connected(Duration::from_secs(10)).await);
+    if let Err(error) = &started {
+        assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    }
+
+    // Whether or not the call was answered, a process that ran is reported started before
+    // its one exit.
+    let quick = ProcessId::Exec(exec.exec_id().clone());
+    let is_quick_exit =
+        |event: &Event| matches!(event, Event::Exited { process, .. } if *process == quick);
+    let events = fixture
+        .recorder
+        .wait_for("frozen-exec", Duration::from_secs(10), |events| {
+            events.iter().any(is_quick_exit)
+        })
+        .await;
+    let exits: Vec<&Event> = events.iter().filter(|event| is_quick_exit(event)).collect();
+    if let Some(Event::Exited { status, .. }) = exits.first() {
+        assert_eq!(exits.len(), 1, "{events:?}");
+        assert_eq!(status.code, 5, "{events:?}");
+        let started_at = events.iter().position(
+            |event| matches!(event, Event::ExecStarted { exec_id, .. } if exec_id == exec.exec_id()),
+        );
+        let exited_at = events.iter().position(is_quick_exit);
+        assert!(started_at < exited_at && started_at.is_some(), "{events:?}");
+    } else {
+        assert!(
+            started.is_err(),
+            "an answered start ran the process: {events:?}"
+        );
+    }
+    fixture.finish(vec![(container, task)]).await;
+}

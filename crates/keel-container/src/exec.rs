@@ -19,7 +19,7 @@ use keel_types::{
 use crate::actor::{ContainerState, CreateExec, system_time};
 use crate::process::{ProcessRef, ProcessState};
 use crate::stdio::{FifoSet, ProcessIo};
-use crate::task::TaskState;
+use crate::task::{TaskState, is_unanswered};
 
 /// How long a failed exec start waits for an exit of the init process that may have caused it.
 const INIT_EXIT_GRACE: Duration = Duration::from_millis(200);
@@ -134,10 +134,18 @@ impl ContainerState {
                 "the init process starts with its task; use Task::start",
             ));
         };
-        let known = self
+        let (live, started) = self
             .process_of(handle)
-            .is_some_and(|exec| !exec.deleted && !exec.has_started());
-        if !known {
+            .map_or((false, false), |exec| (!exec.deleted, exec.has_started()));
+        if live && started {
+            return Err(self.rejected_for(
+                Operation::StartExec,
+                &process,
+                ErrorKind::FailedPrecondition,
+                "the exec has already started",
+            ));
+        }
+        if !live {
             return Err(self.rejected_for(
                 Operation::StartExec,
                 &process,
@@ -155,6 +163,13 @@ impl ContainerState {
             .await
         {
             Ok(response) => response.pid,
+            // The shim may have started the process while containerd did not reply, so the exec
+            // stays tracked: its start and exit events are reported when they arrive, and
+            // reconciliation finds them after a gap.
+            Err(error) if is_unanswered(&error) => {
+                tracing::warn!(container_id = %self.container_id, %exec_id, %error, "exec start not confirmed; the exec stays tracked");
+                return Err(error);
+            }
             Err(error) => {
                 self.discard_exec(&exec_id).await;
                 return Err(self.exec_error(&process, Operation::StartExec, error).await);

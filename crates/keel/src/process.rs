@@ -92,8 +92,10 @@ impl Process {
     /// # Errors
     ///
     /// Returns [`keel_types::ErrorKind::ExecutableNotFound`] when the executable does not
-    /// exist in the container, or containerd's error. The process and its FIFOs are deleted
-    /// on failure, so the exec id is free again.
+    /// exist in the container, failed precondition when it has already started, or
+    /// containerd's error. The process and its FIFOs are deleted on failure, so the exec id is
+    /// free again. After timed out or unavailable the process may have started, so it stays:
+    /// its `ExecStarted` and exit events arrive if it did, and `wait` and `delete` work.
     pub async fn start(&mut self) -> Result<(), Error> {
         let process = self.process_ref();
         self.pid = self
