@@ -1075,3 +1075,50 @@ async fn exec_start_unanswered_while_frozen_keeps_events() {
     }
     fixture.finish(vec![(container, task)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_delete_removes_runc_state_containerd_never_tracked() {
+    let fixture = Fixture::start().await;
+    let id = "orphaned";
+    let container = fixture.create_container(id, &["sleep", "1000"]).await;
+
+    // What containerd dying during a task create can leave: runc created the container under
+    // keel's runc root, but containerd never recorded a task for it.
+    let runc_root = fixture
+        .state_dir
+        .join(".runc")
+        .join(fixture.namespace.as_str());
+    let bundle = fixture.containerd.dir().join("orphaned-bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle folder");
+    let cgroups_path = format!("/{}/{id}", fixture.namespace);
+    let mut spec = fixture.spec(&["sleep", "1000"]);
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(cgroups_path.clone().into()));
+    }
+    let config = serde_json::to_vec(&spec).expect("encode spec");
+    std::fs::write(bundle.join("config.json"), config).expect("write config.json");
+    let status = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["create", "--bundle"])
+        .arg(&bundle)
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run runc create");
+    assert!(status.success(), "runc create: {status}");
+    let hierarchy = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
+        "/sys/fs/cgroup".to_owned()
+    } else {
+        "/sys/fs/cgroup/pids".to_owned()
+    };
+    let cgroup = std::path::PathBuf::from(format!("{hierarchy}{cgroups_path}"));
+    assert!(cgroup.is_dir(), "runc made {}", cgroup.display());
+
+    container.delete().await.expect("delete container");
+    assert!(!runc_root.join(id).exists(), "runc state left");
+    assert!(!cgroup.exists(), "cgroup {} left", cgroup.display());
+    fixture.stop().await;
+}

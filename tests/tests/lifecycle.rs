@@ -312,6 +312,7 @@ async fn failed_start_reports_exit_and_delete() {
     );
     container.delete().await.expect("delete container");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(harness.recorder.events_of("doomed").len(), 3);
+    let all = harness.recorder.events_of("doomed");
+    assert_eq!(all.len(), 3, "{all:?}");
     harness.stop().await;
 }

@@ -43,6 +43,8 @@ pub struct CreateContainer {
     pub spec_json: Vec<u8>,
     /// The uid and gid the spec's process runs as, who get the init process's FIFOs.
     pub process_user: (u32, u32),
+    /// The spec's cgroups path.
+    pub cgroups_path: Option<PathBuf>,
     /// The runtime and its options.
     pub runtime: Runtime,
     /// Labels stored with the container record.
@@ -265,6 +267,9 @@ pub struct ContainerState {
     pub(crate) runc_options: Option<RuncOptions>,
     /// The user the container's init process runs as, for FIFO ownership.
     pub(crate) process_user: (u32, u32),
+    /// The cgroups path of the container's spec, for removing what an interrupted task create
+    /// left.
+    pub(crate) cgroups_path: Option<PathBuf>,
     pub(crate) task: Option<TaskState>,
     /// Set when containerd confirmed keel's delete of the task and keel sent no task create
     /// since, so containerd has no task for this container that keel does not track.
@@ -314,6 +319,7 @@ impl Actor for ContainerActor {
             registry: args.registry,
             runc_options: None,
             process_user: (0, 0),
+            cgroups_path: None,
             task: None,
             task_delete_confirmed: false,
             criu_runs: 0,

@@ -35,6 +35,13 @@ impl ContainerState {
             Event::Created { pid: 0 } if self.task.is_none() => {
                 tracing::debug!(container_id = %self.container_id, "create event without a pid ignored");
             }
+            // The stream can deliver a task's create or start after keel deleted the task, for
+            // example after a failed start; that task must not come back.
+            Event::Created { pid } | Event::Started { pid }
+                if self.task.is_none() && self.retired.has_pid(pid) =>
+            {
+                tracing::debug!(container_id = %self.container_id, pid, "event of a deleted task ignored");
+            }
             Event::Created { pid } => {
                 let task = self
                     .task

@@ -17,6 +17,7 @@ mod exec;
 mod folders;
 mod handles;
 mod inspect;
+mod leftovers;
 mod listing;
 mod metrics;
 mod process;

@@ -186,6 +186,11 @@ impl RetiredProcesses {
         self.0.push_back(process);
     }
 
+    /// Returns true when a retired process had the host pid `pid`.
+    pub(crate) fn has_pid(&self, pid: u32) -> bool {
+        pid != 0 && self.0.iter().any(|process| process.pid == Some(pid))
+    }
+
     /// Returns the exit of the retired process `handle` was made for.
     pub(crate) fn exit_of(&self, handle: &ProcessRef) -> Option<ExitStatus> {
         self.0

@@ -136,6 +136,7 @@ impl TaskState {
 impl ContainerState {
     pub(crate) async fn create(&mut self, request: CreateContainer) -> Result<(), Error> {
         self.process_user = request.process_user;
+        self.cgroups_path = request.cgroups_path;
         self.check_bundle_dir(Operation::CreateContainer)?;
         let container = Container {
             id: self.container_id.to_string(),
@@ -190,6 +191,10 @@ impl ContainerState {
             });
             if let Some(spec) = spec {
                 self.process_user = process_user(&spec);
+                self.cgroups_path = spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|linux| linux.cgroups_path().clone());
             }
         }
         self.check_bundle_dir(Operation::LoadContainer)?;
@@ -935,7 +940,8 @@ impl ContainerState {
         // the task and its shim behind; so containerd's view counts, not only keel's. After
         // keel's own task delete succeeded, containerd has no task to ask about, and the two
         // calls are skipped.
-        if !self.task_delete_confirmed {
+        let unconfirmed = !self.task_delete_confirmed;
+        if unconfirmed {
             self.adopt_untracked_task().await?;
             self.delete_leftover_task().await?;
         }
@@ -960,6 +966,9 @@ impl ContainerState {
                 tracing::debug!(container_id = %self.container_id, "container record already gone");
             }
             Err(error) => return Err(error),
+        }
+        if unconfirmed {
+            self.remove_runc_leftovers().await;
         }
         self.remove_bundle_dir();
         self.registry.links.forget(&self.container_id);

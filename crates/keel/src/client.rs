@@ -341,6 +341,10 @@ impl Client {
         let create = Box::new(CreateContainer {
             spec_json,
             process_user: keel_container::process_user(&spec),
+            cgroups_path: spec
+                .linux()
+                .as_ref()
+                .and_then(|linux| linux.cgroups_path().clone()),
             runtime,
             labels,
         });
