@@ -1,5 +1,5 @@
-//! Removal of what an interrupted task create leaves outside containerd. When containerd dies while the
-//! shim runs `runc create`, containerd may never learn of the task, so it never runs
+//! Removal of what an interrupted task create leaves outside containerd. When containerd dies
+//! while the shim runs `runc create`, containerd may never learn of the task, so it never runs
 //! `runc delete`: runc's state of the container stays under keel's runc root, and the
 //! container's cgroups stay empty in every hierarchy. The container delete removes both.
 
