@@ -323,6 +323,10 @@ async fn errors_exit_with_code_of_kind() {
     let missing = harness.run(&["kill", "missing"], None).await;
     let duplicate = harness.run_container(&[], "taken", &["true"]).await;
     let bad_id = harness.run_container(&[], "bad id", &["true"]).await;
+    let bad_filter = harness.run(&["events", "bad id"], None).await;
+    let memory = harness
+        .run_container(&["--rm", "--memory", "1k"], "tiny", &["true"])
+        .await;
     let bad_path = harness
         .run_container(&["--rm"], "nocmd", &["/no/such/program"])
         .await;
@@ -332,6 +336,12 @@ async fn errors_exit_with_code_of_kind() {
     assert!(text(&missing.stderr).contains("keel ps"));
     assert_eq!(duplicate.status.code(), Some(4), "already exists");
     assert_eq!(bad_id.status.code(), Some(2), "invalid argument");
+    assert_eq!(
+        bad_filter.status.code(),
+        Some(2),
+        "events with an invalid id"
+    );
+    assert_eq!(memory.status.code(), Some(2), "memory limit below 6 MiB");
     assert_eq!(bad_path.status.code(), Some(127), "executable not found");
 
     harness.start_detached("ended", &["true"]).await;

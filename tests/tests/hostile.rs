@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keel::spec::{SpecBuilder, exec_process};
 use keel::{ClientOptions, ErrorKind, Runtime, StdioRequest};
-use keel_tests::{Harness, INPUT_OUTPUT, Recorder, force_delete};
+use keel_tests::{Harness, INPUT_OUTPUT, OUTPUT, Recorder, force_delete};
 
 /// Lists every path under `folder`, so a test can assert nothing was added or removed.
 fn tree(folder: &Path) -> Vec<PathBuf> {
@@ -238,6 +238,22 @@ async fn hostile_specs_rejected() {
                 .memory_limit(-5)
                 .build(),
             "spec.linux.resources.memory.limit",
+        ),
+        (
+            "memory limit below what runc needs",
+            SpecBuilder::new(&harness.rootfs)
+                .args(["true"])
+                .memory_limit(4096)
+                .build(),
+            "spec.linux.resources.memory.limit",
+        ),
+        (
+            "host name over the kernel's limit",
+            SpecBuilder::new(&harness.rootfs)
+                .args(["true"])
+                .hostname(&"h".repeat(300))
+                .build(),
+            "spec.hostname",
         ),
         ("escaping cgroup", escaping_cgroup, "spec.linux.cgroupsPath"),
     ];
@@ -480,5 +496,37 @@ async fn events_of_unknown_containers_counted_and_dropped() {
     }
     assert!(harness.recorder.events_of("stranger").is_empty());
     assert_eq!(harness.client.tracked_containers(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_mismatch_rejected_before_task_create() {
+    let harness = Harness::start().await;
+    let with_terminal = SpecBuilder::new(&harness.rootfs)
+        .args(["sh"])
+        .terminal(true)
+        .build();
+    let on_terminal = harness
+        .client
+        .create_container("on-terminal", with_terminal)
+        .await
+        .expect("create container with a terminal");
+    let plain = harness.create_container("plain", &["true"]).await;
+    let terminal_stdio = StdioRequest {
+        stdin: true,
+        terminal: true,
+        ..StdioRequest::default()
+    };
+    for (container, stdio) in [(&on_terminal, OUTPUT), (&plain, terminal_stdio)] {
+        let error = container
+            .start_task(stdio)
+            .await
+            .expect_err("stdio that does not match the spec");
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        assert!(error.to_string().contains("stdio"), "{error}");
+    }
+    assert!(harness.containerd_tasks().is_empty());
+    on_terminal.delete().await.expect("delete on-terminal");
+    plain.delete().await.expect("delete plain");
     harness.stop().await;
 }

@@ -43,6 +43,8 @@ pub struct CreateContainer {
     pub spec_json: Vec<u8>,
     /// The uid and gid the spec's process runs as, who get the init process's FIFOs.
     pub process_user: (u32, u32),
+    /// Whether the spec's process runs on a terminal.
+    pub process_terminal: bool,
     /// The spec's cgroups path.
     pub cgroups_path: Option<PathBuf>,
     /// The runtime and its options.
@@ -267,6 +269,9 @@ pub struct ContainerState {
     pub(crate) runc_options: Option<RuncOptions>,
     /// The user the container's init process runs as, for FIFO ownership.
     pub(crate) process_user: (u32, u32),
+    /// Whether the spec's process runs on a terminal, which the init's stdio must match; `None`
+    /// when a loaded record's spec could not be read.
+    pub(crate) process_terminal: Option<bool>,
     /// The cgroups path of the container's spec, for removing what an interrupted task create
     /// left.
     pub(crate) cgroups_path: Option<PathBuf>,
@@ -319,6 +324,7 @@ impl Actor for ContainerActor {
             registry: args.registry,
             runc_options: None,
             process_user: (0, 0),
+            process_terminal: None,
             cgroups_path: None,
             task: None,
             task_delete_confirmed: false,

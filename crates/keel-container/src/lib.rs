@@ -39,4 +39,4 @@ pub use registry::Registry;
 pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
 pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};
 pub use supervisor::{ContainersSupervisor, SupervisorArgs, SupervisorMsg};
-pub use task::process_user;
+pub use task::{process_terminal, process_user};

@@ -136,6 +136,7 @@ impl TaskState {
 impl ContainerState {
     pub(crate) async fn create(&mut self, request: CreateContainer) -> Result<(), Error> {
         self.process_user = request.process_user;
+        self.process_terminal = Some(request.process_terminal);
         self.cgroups_path = request.cgroups_path;
         self.check_bundle_dir(Operation::CreateContainer)?;
         let container = Container {
@@ -191,6 +192,7 @@ impl ContainerState {
             });
             if let Some(spec) = spec {
                 self.process_user = process_user(&spec);
+                self.process_terminal = Some(process_terminal(&spec));
                 self.cgroups_path = spec
                     .linux()
                     .as_ref()
@@ -337,6 +339,21 @@ impl ContainerState {
         request: CreateTask,
     ) -> Result<(ProcessIo, ProcessRef), Error> {
         request.stdio.check()?;
+        if let Some(terminal) = self.process_terminal
+            && terminal != request.stdio.terminal
+        {
+            let reason = if terminal {
+                "the spec's process runs on a terminal; request `terminal` in the stdio too"
+            } else {
+                "the spec's process has no terminal; set `terminal` in the spec's process too, or \
+                 leave it out of the stdio"
+            };
+            return Err(Error::InvalidArgument {
+                field: "stdio",
+                value: format!("{:?}", request.stdio),
+                reason: reason.to_owned(),
+            });
+        }
         let operation = match request.restore_from {
             Some(_) => Operation::Restore,
             None => Operation::CreateTask,
@@ -838,7 +855,7 @@ impl ContainerState {
         match result {
             Ok(_) => Ok(()),
             // The shim may have finished the dump, or may still be writing it, while containerd
-            // did not reply; so the folder, which can hold a complete checkpoint, stays.
+            // did not reply. The folder can hold a complete checkpoint, so it stays.
             Err(error) if is_unanswered(&error) => {
                 tracing::warn!(container_id = %self.container_id, path = %dir.display(), %error, "checkpoint not confirmed; its folder is kept and may hold a complete checkpoint");
                 Err(error)
@@ -1156,6 +1173,14 @@ fn error_clone(error: &Error) -> Error {
             reason: other.to_string(),
         },
     }
+}
+
+/// Returns true when the spec's process runs on a pseudo-terminal.
+pub fn process_terminal(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|process| process.terminal())
+        .unwrap_or(false)
 }
 
 /// Returns the uid and gid the spec's process runs as.

@@ -341,6 +341,7 @@ impl Client {
         let create = Box::new(CreateContainer {
             spec_json,
             process_user: keel_container::process_user(&spec),
+            process_terminal: keel_container::process_terminal(&spec),
             cgroups_path: spec
                 .linux()
                 .as_ref()

@@ -30,8 +30,25 @@ pub(crate) fn check_spec(spec: &Spec) -> Result<(), Error> {
         return Err(invalid("spec.root", "", "is missing; set the root folder"));
     };
     check_root_path(root.path())?;
+    check_hostname(spec)?;
     check_mounts(spec)?;
     check_linux(spec)
+}
+
+/// The maximum host name length the kernel accepts (`HOST_NAME_MAX`), in bytes.
+const MAX_HOSTNAME_BYTES: usize = 64;
+
+/// Checks the host name against the kernel's limit, which `sethostname` enforces only inside
+/// `runc create`.
+fn check_hostname(spec: &Spec) -> Result<(), Error> {
+    match spec.hostname() {
+        Some(hostname) if hostname.len() > MAX_HOSTNAME_BYTES => Err(invalid(
+            "spec.hostname",
+            truncated(hostname),
+            &format!("must be at most {MAX_HOSTNAME_BYTES} bytes, the kernel's limit"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks that every mount goes to an absolute path inside the container, as the OCI runtime
@@ -98,6 +115,11 @@ const UPDATE_RESOURCE_FIELDS: ResourceFields = ResourceFields {
 /// The CPU period bounds of the kernel's CFS bandwidth control, in microseconds.
 const CPU_PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 
+/// The smallest memory limit accepted, 6 MiB, as Docker requires. runc and the shim take
+/// about 2 MiB of the container's cgroup at start, and the kernel refuses a limit below the
+/// cgroup's usage, so a smaller limit fails the task create or the update.
+const MIN_MEMORY_LIMIT: i64 = 6 << 20;
+
 /// The smallest CPU quota the kernel accepts, in microseconds.
 const MIN_CPU_QUOTA_US: i64 = 1_000;
 
@@ -112,6 +134,15 @@ pub(crate) fn check_resources(resources: &LinuxResources) -> Result<(), Error> {
 
 fn check_resources_with(resources: &LinuxResources, fields: &ResourceFields) -> Result<(), Error> {
     if let Some(memory) = resources.memory() {
+        if let Some(limit) = memory.limit()
+            && (1..MIN_MEMORY_LIMIT).contains(&limit)
+        {
+            return Err(invalid(
+                fields.memory_limit,
+                limit.to_string(),
+                &format!("must be at least {MIN_MEMORY_LIMIT} bytes (6 MiB), or -1 for no limit"),
+            ));
+        }
         let byte_counts = [
             (fields.memory_limit, memory.limit()),
             (fields.memory_reservation, memory.reservation()),
@@ -451,6 +482,21 @@ mod tests {
     }
 
     #[test]
+    fn long_hostname_rejected() {
+        let spec = SpecBuilder::new("/")
+            .args(["true"])
+            .hostname(&"h".repeat(65))
+            .build();
+        let error = check_spec(&spec).expect_err("65 bytes");
+        assert!(error.to_string().contains("spec.hostname"), "{error}");
+        let spec = SpecBuilder::new("/")
+            .args(["true"])
+            .hostname(&"h".repeat(64))
+            .build();
+        check_spec(&spec).expect("64 bytes");
+    }
+
+    #[test]
     fn negative_memory_limit_rejected() {
         let spec = SpecBuilder::new("/")
             .args(["true"])
@@ -488,6 +534,7 @@ mod tests {
         };
         for (resources, field) in [
             (memory(-5), "resources.memory.limit"),
+            (memory(4096), "resources.memory.limit"),
             (cpu(-7, 100_000), "resources.cpu.quota"),
             (cpu(500, 100_000), "resources.cpu.quota"),
             (cpu(50_000, 1), "resources.cpu.period"),
@@ -498,6 +545,8 @@ mod tests {
         }
         for resources in [
             memory(-1),
+            memory(0),
+            memory(6 << 20),
             memory(64 << 20),
             cpu(-1, 100_000),
             cpu(50_000, 100_000),

@@ -13,6 +13,10 @@ use crate::output::{print_json, rfc3339, write_stdout};
 /// Prints the events of every container of the namespace (or of those named) until SIGINT
 /// or SIGTERM, whichever client caused them.
 pub async fn events(global: &GlobalOptions, args: EventsArgs) -> Result<(), CliError> {
+    // An id that no container can have would filter out every event without a word.
+    for id in &args.ids {
+        keel::ContainerId::new(id)?;
+    }
     let filter: BTreeSet<String> = args.ids.into_iter().collect();
     let session = connect(global, IgnoreEvents).await?;
     let mut interrupt = signal(SignalKind::interrupt())
