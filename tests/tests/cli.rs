@@ -826,13 +826,15 @@ async fn run_exits_137_when_shim_dies() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = command.spawn().expect("spawn keel run");
-    let shims = wait_for_shims(&harness, 1).await;
-    assert_eq!(shims.len(), 1, "shims: {shims:?}");
-    // The shim must not die before the task started, or `run` fails to start it.
+    // The shim must not die before the task started, or `run` fails to start it. Its pid is
+    // read only then, because while the task is created a short-lived `shim start` process
+    // also names the socket.
     let running = harness
         .poll_ps(|rows| rows.first().is_some_and(|row| row["status"] == "running"))
         .await;
     assert_eq!(running[0]["status"], "running", "ps: {running:?}");
+    let shims = wait_for_shims(&harness, 1).await;
+    assert_eq!(shims.len(), 1, "shims: {shims:?}");
 
     harness.containerd.kill_shim(shims[0]).expect("kill shim");
     let output = finish(child).await;

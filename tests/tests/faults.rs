@@ -1001,7 +1001,19 @@ async fn force_delete_right_after_shim_death_succeeds() {
     for round in 0..3 {
         let id = format!("stubborn-{round}");
         let (container, task) = fixture.run(&id, "sleep 1000").await;
-        let shim = fixture.only_shim();
+        // The shim of this round's container, not the clean-up of an earlier round's.
+        let shim = fixture
+            .containerd
+            .shim_pids()
+            .into_iter()
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline
+                        .split(|byte| *byte == 0)
+                        .any(|argument| argument == id.as_bytes())
+                })
+            })
+            .expect("the container's shim");
         fixture.containerd.kill_shim(shim).expect("kill shim");
         container
             .force_delete(Duration::from_secs(10))
