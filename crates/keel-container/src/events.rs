@@ -347,6 +347,15 @@ impl ContainerState {
                 let Some(info) = response.process else {
                     return false;
                 };
+                // An exec whose start was not answered, or whose start event fell in the gap,
+                // is reported started before its exit.
+                if let ProcessId::Exec(exec_id) = &process
+                    && info.status != TaskStatus::Created as i32
+                    && info.pid != 0
+                {
+                    self.record_exec_started(exec_id.clone(), info.pid, now)
+                        .await;
+                }
                 if info.status != TaskStatus::Stopped as i32 {
                     return false;
                 }
