@@ -1132,5 +1132,13 @@ async fn container_delete_removes_runc_state_containerd_never_tracked() {
     container.delete().await.expect("delete container");
     assert!(!runc_root.join(id).exists(), "runc state left");
     assert!(!cgroup.exists(), "cgroup {} left", cgroup.display());
+
+    // runc stopped before it made its state folder leaves the cgroups alone.
+    let early = "stopped-early";
+    let container = fixture.create_container(early, &["sleep", "1000"]).await;
+    let cgroup = std::path::PathBuf::from(format!("{hierarchy}/{}/{early}", fixture.namespace));
+    std::fs::create_dir_all(&cgroup).expect("make the cgroup as runc does");
+    container.delete().await.expect("delete container");
+    assert!(!cgroup.exists(), "cgroup {} left", cgroup.display());
     fixture.stop().await;
 }

@@ -530,3 +530,18 @@ async fn terminal_mismatch_rejected_before_task_create() {
     plain.delete().await.expect("delete plain");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_signal_rejected() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("target", &["sleep", "1000"]).await;
+    let error = task.kill(65, false).await.expect_err("signal 65");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(error.to_string().contains("signal"), "{error}");
+    assert_eq!(
+        task.status().await.expect("status"),
+        keel::ProcessStatus::Running
+    );
+    force_delete(&container).await;
+    harness.stop().await;
+}

@@ -16,9 +16,14 @@ const RUNC_DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 impl ContainerState {
-    /// Removes runc's state of this container and its empty cgroups, when keel's runc root
-    /// still contains the container. Touches only runc state inside the client's state folder.
+    /// Removes the container's empty cgroups, and runc's state of the container when keel's
+    /// runc root still contains it. Touches only runc state inside the client's state folder.
     pub(crate) async fn remove_runc_leftovers(&self) {
+        // runc may be stopped before it made its state folder, or have removed the folder but
+        // not the cgroups, so the cgroups are looked for in any case.
+        if let Some(cgroups_path) = &self.cgroups_path {
+            remove_empty_cgroups(cgroups_path);
+        }
         let Some(runc_dir) = self.own_runc_dir() else {
             return;
         };
@@ -36,6 +41,7 @@ impl ContainerState {
         {
             tracing::warn!(container_id = %self.container_id, path = %runc_dir.display(), %error, "cannot remove runc state folder");
         }
+        // `runc delete` removes the cgroups; this catches them when it failed.
         if let Some(cgroups_path) = &self.cgroups_path {
             remove_empty_cgroups(cgroups_path);
         }
@@ -123,6 +129,10 @@ fn remove_empty_cgroups(cgroups_path: &Path) {
         match std::fs::remove_dir(&cgroup) {
             Ok(()) => tracing::debug!(path = %cgroup.display(), "removed a leftover cgroup"),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            // Processes of another container that shares the cgroup path still use it.
+            Err(error) if error.raw_os_error() == Some(nix::libc::EBUSY) => {
+                tracing::debug!(path = %cgroup.display(), "cgroup still in use");
+            }
             Err(error) => {
                 tracing::warn!(path = %cgroup.display(), %error, "cannot remove a leftover cgroup");
             }

@@ -642,6 +642,15 @@ impl ContainerState {
         signal: u32,
         all: bool,
     ) -> Result<(), Error> {
+        if signal > MAX_SIGNAL {
+            return Err(Error::InvalidArgument {
+                field: "signal",
+                value: signal.to_string(),
+                reason: format!(
+                    "must be a Linux signal number from 1 to {MAX_SIGNAL}, or 0 to check that the process exists"
+                ),
+            });
+        }
         let request = KillRequest {
             container_id: self.container_id.to_string(),
             exec_id: exec_id_text(process),
@@ -1174,6 +1183,9 @@ fn error_clone(error: &Error) -> Error {
         },
     }
 }
+
+/// The highest Linux signal number (`SIGRTMAX`).
+const MAX_SIGNAL: u32 = 64;
 
 /// Returns true when the spec's process runs on a pseudo-terminal.
 pub fn process_terminal(spec: &oci_spec::runtime::Spec) -> bool {

@@ -143,6 +143,21 @@ fn check_resources_with(resources: &LinuxResources, fields: &ResourceFields) -> 
                 &format!("must be at least {MIN_MEMORY_LIMIT} bytes (6 MiB), or -1 for no limit"),
             ));
         }
+        // The swap value limits memory and swap together, so the kernel refuses one below
+        // the memory limit.
+        if let (Some(limit), Some(swap)) = (memory.limit(), memory.swap())
+            && limit > 0
+            && swap > 0
+            && swap < limit
+        {
+            return Err(invalid(
+                fields.memory_swap,
+                swap.to_string(),
+                &format!(
+                    "limits memory and swap together, so it must be at least the memory limit ({limit}), or -1 for no limit"
+                ),
+            ));
+        }
         let byte_counts = [
             (fields.memory_limit, memory.limit()),
             (fields.memory_reservation, memory.reservation()),
@@ -520,6 +535,18 @@ mod tests {
                 .build()
                 .expect("resources")
         };
+        let memory_and_swap = |limit: i64, swap: i64| {
+            LinuxResourcesBuilder::default()
+                .memory(
+                    LinuxMemoryBuilder::default()
+                        .limit(limit)
+                        .swap(swap)
+                        .build()
+                        .expect("memory"),
+                )
+                .build()
+                .expect("resources")
+        };
         let cpu = |quota: i64, period: u64| {
             LinuxResourcesBuilder::default()
                 .cpu(
@@ -535,6 +562,7 @@ mod tests {
         for (resources, field) in [
             (memory(-5), "resources.memory.limit"),
             (memory(4096), "resources.memory.limit"),
+            (memory_and_swap(64 << 20, 1024), "resources.memory.swap"),
             (cpu(-7, 100_000), "resources.cpu.quota"),
             (cpu(500, 100_000), "resources.cpu.quota"),
             (cpu(50_000, 1), "resources.cpu.period"),
@@ -548,6 +576,8 @@ mod tests {
             memory(0),
             memory(6 << 20),
             memory(64 << 20),
+            memory_and_swap(64 << 20, 128 << 20),
+            memory_and_swap(64 << 20, -1),
             cpu(-1, 100_000),
             cpu(50_000, 100_000),
         ] {
