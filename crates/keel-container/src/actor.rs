@@ -36,17 +36,43 @@ use crate::{Backend, Registry, RuncOptions, Runtime, SupervisorMsg};
 /// The reply port of a request whose result is `T`.
 pub type Reply<T> = RpcReplyPort<Result<T, Error>>;
 
+/// The parts of a container's spec that its actor uses after the create.
+#[derive(Clone, Debug, Default)]
+pub struct SpecFacts {
+    /// The uid and gid the spec's process runs as, who get the init process's FIFOs.
+    pub user: (u32, u32),
+    /// Whether the spec's process runs on a terminal, which the init's stdio must match.
+    pub terminal: bool,
+    /// The spec's cgroups path, for removing what an interrupted task create left.
+    pub cgroups_path: Option<PathBuf>,
+}
+
+impl SpecFacts {
+    /// Reads the facts from `spec`.
+    pub fn of(spec: &oci_spec::runtime::Spec) -> Self {
+        let process = spec.process().as_ref();
+        Self {
+            user: process.map_or((0, 0), |process| {
+                (process.user().uid(), process.user().gid())
+            }),
+            terminal: process
+                .and_then(|process| process.terminal())
+                .unwrap_or(false),
+            cgroups_path: spec
+                .linux()
+                .as_ref()
+                .and_then(|linux| linux.cgroups_path().clone()),
+        }
+    }
+}
+
 /// A request to create a container.
 #[derive(Clone, Debug)]
 pub struct CreateContainer {
     /// The OCI runtime spec as JSON, checked and encoded by the facade.
     pub spec_json: Vec<u8>,
-    /// The uid and gid the spec's process runs as, who get the init process's FIFOs.
-    pub process_user: (u32, u32),
-    /// Whether the spec's process runs on a terminal.
-    pub process_terminal: bool,
-    /// The spec's cgroups path.
-    pub cgroups_path: Option<PathBuf>,
+    /// What the container actor keeps of the spec.
+    pub spec_facts: SpecFacts,
     /// The runtime and its options.
     pub runtime: Runtime,
     /// Labels stored with the container record.
@@ -267,14 +293,9 @@ pub struct ContainerState {
     pub(crate) registry: Arc<Registry>,
     /// The runc options stored with the container record, kept for restores.
     pub(crate) runc_options: Option<RuncOptions>,
-    /// The user the container's init process runs as, for FIFO ownership.
-    pub(crate) process_user: (u32, u32),
-    /// Whether the spec's process runs on a terminal, which the init's stdio must match; `None`
-    /// when a loaded record's spec could not be read.
-    pub(crate) process_terminal: Option<bool>,
-    /// The cgroups path of the container's spec, for removing what an interrupted task create
-    /// left.
-    pub(crate) cgroups_path: Option<PathBuf>,
+    /// What the actor keeps of the container's spec; `None` when a loaded record's spec could
+    /// not be read.
+    pub(crate) spec_facts: Option<SpecFacts>,
     pub(crate) task: Option<TaskState>,
     /// Set when containerd confirmed keel's delete of the task and keel sent no task create
     /// since, so containerd has no task for this container that keel does not track.
@@ -323,9 +344,7 @@ impl Actor for ContainerActor {
             tracker: args.tracker,
             registry: args.registry,
             runc_options: None,
-            process_user: (0, 0),
-            process_terminal: None,
-            cgroups_path: None,
+            spec_facts: None,
             task: None,
             task_delete_confirmed: false,
             criu_runs: 0,

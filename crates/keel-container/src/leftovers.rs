@@ -19,31 +19,32 @@ impl ContainerState {
     /// Removes the container's empty cgroups, and runc's state of the container when keel's
     /// runc root still contains it. Touches only runc state inside the client's state folder.
     pub(crate) async fn remove_runc_leftovers(&self) {
-        // runc may be stopped before it made its state folder, or have removed the folder but
-        // not the cgroups, so the cgroups are looked for in any case.
-        if let Some(cgroups_path) = &self.cgroups_path {
+        if let Some(runc_dir) = self.own_runc_dir().filter(|dir| dir.exists()) {
+            self.remove_runc_state(&runc_dir).await;
+        }
+        // runc may have been stopped before it made its state folder, and `runc delete` may
+        // fail, so the empty cgroups are looked for in any case.
+        let cgroups_path = self
+            .spec_facts
+            .as_ref()
+            .and_then(|facts| facts.cgroups_path.as_deref());
+        if let Some(cgroups_path) = cgroups_path {
             remove_empty_cgroups(cgroups_path);
         }
-        let Some(runc_dir) = self.own_runc_dir() else {
-            return;
-        };
-        if !runc_dir.exists() {
-            return;
-        }
+    }
+
+    /// Deletes the runc container whose state is in `runc_dir`, and the folder.
+    async fn remove_runc_state(&self, runc_dir: &Path) {
         tracing::info!(container_id = %self.container_id, path = %runc_dir.display(), "removing runc state of a task containerd never tracked");
         if runc_dir.join("state.json").is_file() {
-            self.run_runc_delete(&runc_dir).await;
+            self.run_runc_delete(runc_dir).await;
         }
         // runc killed before it wrote its state leaves only its exec FIFO.
         let _ = std::fs::remove_file(runc_dir.join("exec.fifo"));
-        if let Err(error) = std::fs::remove_dir(&runc_dir)
+        if let Err(error) = std::fs::remove_dir(runc_dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(container_id = %self.container_id, path = %runc_dir.display(), %error, "cannot remove runc state folder");
-        }
-        // `runc delete` removes the cgroups; this catches them when it failed.
-        if let Some(cgroups_path) = &self.cgroups_path {
-            remove_empty_cgroups(cgroups_path);
         }
     }
 

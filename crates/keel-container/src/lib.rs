@@ -30,7 +30,7 @@ mod task;
 
 pub use actor::{
     Attached, ContainerActor, ContainerArgs, ContainerMsg, ContainerOptions, CreateContainer,
-    CreateExec, CreateTask, Reply,
+    CreateExec, CreateTask, Reply, SpecFacts,
 };
 pub use backend::Backend;
 pub use metrics::{MetricsError, decode_metrics};
@@ -39,4 +39,3 @@ pub use registry::Registry;
 pub use runtime::{RUNC_RUNTIME, RuncOptions, Runtime};
 pub use stdio::{OutputStream, ProcessIo, StdinStream, StdioRequest};
 pub use supervisor::{ContainersSupervisor, SupervisorArgs, SupervisorMsg};
-pub use task::{process_terminal, process_user};

@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::RuncOptions;
 use crate::actor::{
-    Attached, ContainerMsg, ContainerState, CreateContainer, CreateTask, Reply, exec_id_text,
-    system_time,
+    Attached, ContainerMsg, ContainerState, CreateContainer, CreateTask, Reply, SpecFacts,
+    exec_id_text, system_time,
 };
 use crate::folders::{check_dir_if_present, ensure_private_dir, ensure_state_dir, remove_fifos_in};
 use crate::process::{ProcessRef, ProcessState, WaitUntil};
@@ -135,9 +135,7 @@ impl TaskState {
 
 impl ContainerState {
     pub(crate) async fn create(&mut self, request: CreateContainer) -> Result<(), Error> {
-        self.process_user = request.process_user;
-        self.process_terminal = Some(request.process_terminal);
-        self.cgroups_path = request.cgroups_path;
+        self.spec_facts = Some(request.spec_facts);
         self.check_bundle_dir(Operation::CreateContainer)?;
         let container = Container {
             id: self.container_id.to_string(),
@@ -190,14 +188,7 @@ impl ContainerState {
             let spec = container.spec.and_then(|spec| {
                 serde_json::from_slice::<oci_spec::runtime::Spec>(&spec.value).ok()
             });
-            if let Some(spec) = spec {
-                self.process_user = process_user(&spec);
-                self.process_terminal = Some(process_terminal(&spec));
-                self.cgroups_path = spec
-                    .linux()
-                    .as_ref()
-                    .and_then(|linux| linux.cgroups_path().clone());
-            }
+            self.spec_facts = spec.as_ref().map(SpecFacts::of);
         }
         self.check_bundle_dir(Operation::LoadContainer)?;
 
@@ -339,7 +330,7 @@ impl ContainerState {
         request: CreateTask,
     ) -> Result<(ProcessIo, ProcessRef), Error> {
         request.stdio.check()?;
-        if let Some(terminal) = self.process_terminal
+        if let Some(terminal) = self.spec_facts.as_ref().map(|facts| facts.terminal)
             && terminal != request.stdio.terminal
         {
             let reason = if terminal {
@@ -370,7 +361,7 @@ impl ContainerState {
         self.task_delete_confirmed = false;
         let fifos = FifoSet::create(&self.bundle_dir, INIT_FIFO_PREFIX, request.stdio)
             .map_err(|source| self.io_error(operation, source))?;
-        let (uid, gid) = self.process_user;
+        let (uid, gid) = self.spec_facts.as_ref().map_or((0, 0), |facts| facts.user);
         if (uid, gid) != (0, 0)
             && let Err(source) = fifos.chown(uid, gid)
         {
@@ -1186,22 +1177,6 @@ fn error_clone(error: &Error) -> Error {
 
 /// The highest Linux signal number (`SIGRTMAX`).
 const MAX_SIGNAL: u32 = 64;
-
-/// Returns true when the spec's process runs on a pseudo-terminal.
-pub fn process_terminal(spec: &oci_spec::runtime::Spec) -> bool {
-    spec.process()
-        .as_ref()
-        .and_then(|process| process.terminal())
-        .unwrap_or(false)
-}
-
-/// Returns the uid and gid the spec's process runs as.
-pub fn process_user(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
-    spec.process()
-        .as_ref()
-        .map(|process| (process.user().uid(), process.user().gid()))
-        .unwrap_or((0, 0))
-}
 
 /// Removes the record of a create of `container_id` whose call timed out or lost its
 /// connection. containerd may still carry out such a create later, for example once a frozen

@@ -12,7 +12,7 @@ use keel_connection::{
 };
 use keel_container::{
     Backend, ContainerOptions, CreateContainer, RUNC_RUNTIME, Registry, RuncOptions, Runtime,
-    SupervisorMsg,
+    SpecFacts, SupervisorMsg,
 };
 use keel_events::EventStats;
 use keel_types::{
@@ -340,12 +340,7 @@ impl Client {
         let target = Target::Container(container_id.clone());
         let create = Box::new(CreateContainer {
             spec_json,
-            process_user: keel_container::process_user(&spec),
-            process_terminal: keel_container::process_terminal(&spec),
-            cgroups_path: spec
-                .linux()
-                .as_ref()
-                .and_then(|linux| linux.cgroups_path().clone()),
+            spec_facts: SpecFacts::of(&spec),
             runtime,
             labels,
         });
