@@ -430,20 +430,20 @@ async fn timed_out_checkpoint_keeps_its_folder() {
     let (container, task) = start_warm_counter(&harness, "frozen").await;
     let image = checkpoint_dir(&harness, "frozen");
 
-    // containerd freezes while the shim dumps, so the dump can finish without the call ever
-    // being answered.
+    // containerd freezes while the shim dumps, so the dump can finish before containerd
+    // replies to the call.
     let freeze = async {
         tokio::time::sleep(Duration::from_millis(40)).await;
         harness.containerd.freeze().expect("freeze");
     };
     let (result, ()) = tokio::join!(task.checkpoint(&image, false), freeze);
-    let kept = image.is_dir();
+    let folder_kept = image.is_dir();
     harness.containerd.thaw().expect("thaw");
 
     if let Err(error) = &result {
         assert_eq!(error.kind(), keel::ErrorKind::TimedOut, "{error}");
     }
-    assert!(kept, "the folder of an unanswered checkpoint stays");
+    assert!(folder_kept, "the folder of an unanswered checkpoint stays");
     kill_and_delete(&container, task).await;
     assert!(
         image.is_dir(),

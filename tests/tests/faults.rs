@@ -1046,7 +1046,7 @@ async fn exec_start_unanswered_while_frozen_keeps_events() {
         .expect("add exec");
 
     // containerd freezes while it forwards the start, so the shim can start the process
-    // without the call being answered.
+    // before containerd replies to the call.
     let freeze = async {
         tokio::time::sleep(Duration::from_millis(5)).await;
         fixture.containerd.freeze().expect("freeze");
@@ -1059,8 +1059,8 @@ async fn exec_start_unanswered_while_frozen_keeps_events() {
         assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
     }
 
-    // Whether or not the call was answered, a process that ran is reported started before
-    // its one exit.
+    // Whether or not containerd replied, a process that ran is reported started before its
+    // one exit.
     let quick = ProcessId::Exec(exec.exec_id().clone());
     let is_quick_exit =
         |event: &Event| matches!(event, Event::Exited { process, .. } if *process == quick);
@@ -1078,7 +1078,8 @@ async fn exec_start_unanswered_while_frozen_keeps_events() {
             |event| matches!(event, Event::ExecStarted { exec_id, .. } if exec_id == exec.exec_id()),
         );
         let exited_at = events.iter().position(is_quick_exit);
-        assert!(started_at < exited_at && started_at.is_some(), "{events:?}");
+        assert!(started_at.is_some(), "{events:?}");
+        assert!(started_at < exited_at, "{events:?}");
     } else {
         assert!(
             started.is_err(),

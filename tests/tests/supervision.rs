@@ -183,7 +183,7 @@ fn write_until_error(mut stdin: keel::StdinStream) -> tokio::task::JoinHandle<st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_container_actor_still_ends_stdin_writes_at_exit() {
+async fn stdin_write_fails_at_exit_after_restart() {
     let harness = Harness::start().await;
     let (container, mut task) = harness
         .create_and_start("deaf", harness.spec(&["sleep", "1000"]), INPUT_OUTPUT)
@@ -198,7 +198,14 @@ async fn failed_container_actor_still_ends_stdin_writes_at_exit() {
         .inject_failure(FaultTarget::Container(container.id().clone()))
         .expect("inject failure");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!task_writer.is_finished() && !exec_writer.is_finished());
+    assert!(
+        !task_writer.is_finished(),
+        "the task's write waits for room"
+    );
+    assert!(
+        !exec_writer.is_finished(),
+        "the exec's write waits for room"
+    );
 
     exec.kill(SIGKILL).await.expect("kill the exec");
     assert_eq!(exec.wait().await.expect("wait exec").code, 137);

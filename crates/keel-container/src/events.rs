@@ -36,7 +36,7 @@ impl ContainerState {
                 tracing::debug!(container_id = %self.container_id, "create event without a pid ignored");
             }
             // The stream can deliver a task's create or start after keel deleted the task, for
-            // example after a failed start; that task must not come back.
+            // example after a failed start. Such an event must not bring the task back.
             Event::Created { pid } | Event::Started { pid }
                 if self.task.is_none() && self.retired.has_pid(pid) =>
             {
@@ -347,8 +347,8 @@ impl ContainerState {
                 let Some(info) = response.process else {
                     return false;
                 };
-                // An exec whose start was not answered, or whose start event fell in the gap,
-                // is reported started before its exit.
+                // An exec whose start got no reply, or whose start event fell in the gap, is
+                // reported started before its exit.
                 if let ProcessId::Exec(exec_id) = &process
                     && info.status != TaskStatus::Created as i32
                     && info.pid != 0

@@ -61,9 +61,9 @@ pub(crate) struct ProcessState {
     waiters: Vec<(WaitUntil, RpcReplyPort<Result<ExitStatus, Error>>)>,
 }
 
-/// The state a process's record shares with the stdio streams handed out for it. A container actor
-/// that replaces a failed one takes these over from [`StdioLinkTable`], so streams handed out
-/// before still end at the process's exit.
+/// The state a process's record shares with the stdio streams handed out for it. A container
+/// actor that replaces a failed one takes it over from [`StdioLinkTable`], so streams handed
+/// out before still end at the process's exit.
 #[derive(Clone, Debug)]
 pub(crate) struct StdioLinks {
     /// How many of the caller's output streams are still open.
