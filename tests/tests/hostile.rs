@@ -545,3 +545,86 @@ async fn out_of_range_signal_rejected() {
     force_delete(&container).await;
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_values_the_kernel_refuses_rejected() {
+    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+    let harness = Harness::start().await;
+    let with_cpu = |cpu: LinuxCpuBuilder| {
+        LinuxResourcesBuilder::default()
+            .cpu(cpu.build().expect("cpu"))
+            .build()
+            .expect("resources")
+    };
+    let cases = [
+        (
+            "offline CPU",
+            with_cpu(LinuxCpuBuilder::default().cpus("0-4095")),
+            "cpu.cpus",
+        ),
+        (
+            "CPU list syntax",
+            with_cpu(LinuxCpuBuilder::default().cpus("first")),
+            "cpu.cpus",
+        ),
+        (
+            "offline memory node",
+            with_cpu(LinuxCpuBuilder::default().mems("7")),
+            "cpu.mems",
+        ),
+        (
+            "shares above the kernel's bound",
+            with_cpu(LinuxCpuBuilder::default().shares(1_u64 << 20)),
+            "cpu.shares",
+        ),
+        (
+            "swappiness over 100",
+            LinuxResourcesBuilder::default()
+                .memory(
+                    LinuxMemoryBuilder::default()
+                        .swappiness(200_u64)
+                        .build()
+                        .expect("memory"),
+                )
+                .build()
+                .expect("resources"),
+            "memory.swappiness",
+        ),
+    ];
+
+    for (case, resources, field) in &cases {
+        let mut spec = harness.spec(&["true"]);
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_resources(Some(resources.clone()));
+        }
+        let error = harness
+            .client
+            .create_container("refused", spec)
+            .await
+            .expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("spec.linux.resources.{field}")),
+            "{case}: {error}"
+        );
+    }
+    assert!(harness.containerd_containers().is_empty());
+
+    let (container, task) = harness.run_detached("target", &["sleep", "1000"]).await;
+    for (case, resources, field) in cases {
+        let error = task.update(resources).await.expect_err(case);
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{case}: {error}");
+        assert!(
+            error.to_string().contains(&format!("resources.{field}")),
+            "{case}: {error}"
+        );
+    }
+    assert_eq!(
+        task.status().await.expect("status"),
+        keel::ProcessStatus::Running
+    );
+    force_delete(&container).await;
+    harness.stop().await;
+}

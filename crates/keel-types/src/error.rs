@@ -255,7 +255,8 @@ impl Error {
 /// The gRPC code decides, except for replies where containerd 1.6 and 1.7 send `Unknown` and
 /// only the message distinguishes the case: pausing or resuming a task that is not running, exec
 /// into a stopped task, and a plain delete of a running task become failed precondition; a
-/// missing executable becomes executable not found. A status that tonic made from a failed
+/// missing executable becomes executable not found; a resource value that runc or the kernel
+/// refuses, such as a cpuset naming an offline CPU, becomes invalid argument. A status that tonic made from a failed
 /// connection (containerd died or reset it under the request) is unavailable whatever its
 /// code, because containerd never answered.
 pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
@@ -298,6 +299,9 @@ fn kind_of_unknown_status(message: &str) -> ErrorKind {
     if is_wrong_state_message(message) {
         return ErrorKind::FailedPrecondition;
     }
+    if is_refused_cgroup_value(message) {
+        return ErrorKind::InvalidArgument;
+    }
     if message.contains("not found") || message.contains("does not exist") {
         return ErrorKind::NotFound;
     }
@@ -328,6 +332,24 @@ fn is_wrong_state_message(message: &str) -> bool {
             message.contains(&format!(" a {state} "))
                 || message.contains(&format!(" {state} state"))
         })
+}
+
+/// Returns true for runc's replies to a resource value that it or the kernel refuses, at task
+/// create or update: a cgroup file write failing with `EINVAL` or `ERANGE`, or runc's own range
+/// checks of CPU shares and memory swappiness.
+fn is_refused_cgroup_value(message: &str) -> bool {
+    const RUNC_RANGE_CHECKS: [&str; 3] = [
+        "the maximum allowed cpu-shares",
+        "the minimum allowed cpu-shares",
+        "invalid memory swappiness",
+    ];
+    let refused_write = message.contains("write /sys/fs/cgroup/")
+        && (message.contains(": invalid argument")
+            || message.contains(": numerical result out of range"));
+    refused_write
+        || RUNC_RANGE_CHECKS
+            .iter()
+            .any(|fragment| message.contains(fragment))
 }
 
 #[cfg(test)]
@@ -391,6 +413,22 @@ mod tests {
             (
                 "OCI runtime exec failed: exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH: unknown",
                 ErrorKind::ExecutableNotFound,
+            ),
+            (
+                "runc did not terminate successfully: exit status 1: failed to write \"0-4095\": write /sys/fs/cgroup/cpuset/ns/web/cpuset.cpus: numerical result out of range\n: unknown",
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                "OCI runtime create failed: unable to apply cgroup configuration: failed to write \"7\": write /sys/fs/cgroup/cpuset/ns/web/cpuset.mems: invalid argument: unknown",
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                "runc did not terminate successfully: exit status 1: the minimum allowed cpu-shares is 2\n: unknown",
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                "error setting cgroup config for procHooks process: invalid memory swappiness value: 200 (valid range is 0-100): unknown",
+                ErrorKind::InvalidArgument,
             ),
             ("something else", ErrorKind::Internal),
         ];

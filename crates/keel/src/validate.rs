@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use keel_types::Error;
-use oci_spec::runtime::{LinuxResources, Process, Spec};
+use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources, Process, Spec};
 
 use crate::client::{ClientOptions, Limits};
 
@@ -92,24 +92,36 @@ struct ResourceFields {
     memory_limit: &'static str,
     memory_reservation: &'static str,
     memory_swap: &'static str,
+    memory_swappiness: &'static str,
+    cpu_shares: &'static str,
     cpu_quota: &'static str,
     cpu_period: &'static str,
+    cpu_cpus: &'static str,
+    cpu_mems: &'static str,
 }
 
 const SPEC_RESOURCE_FIELDS: ResourceFields = ResourceFields {
     memory_limit: "spec.linux.resources.memory.limit",
     memory_reservation: "spec.linux.resources.memory.reservation",
     memory_swap: "spec.linux.resources.memory.swap",
+    memory_swappiness: "spec.linux.resources.memory.swappiness",
+    cpu_shares: "spec.linux.resources.cpu.shares",
     cpu_quota: "spec.linux.resources.cpu.quota",
     cpu_period: "spec.linux.resources.cpu.period",
+    cpu_cpus: "spec.linux.resources.cpu.cpus",
+    cpu_mems: "spec.linux.resources.cpu.mems",
 };
 
 const UPDATE_RESOURCE_FIELDS: ResourceFields = ResourceFields {
     memory_limit: "resources.memory.limit",
     memory_reservation: "resources.memory.reservation",
     memory_swap: "resources.memory.swap",
+    memory_swappiness: "resources.memory.swappiness",
+    cpu_shares: "resources.cpu.shares",
     cpu_quota: "resources.cpu.quota",
     cpu_period: "resources.cpu.period",
+    cpu_cpus: "resources.cpu.cpus",
+    cpu_mems: "resources.cpu.mems",
 };
 
 /// The CPU period bounds of the kernel's CFS bandwidth control, in microseconds.
@@ -123,6 +135,13 @@ const MIN_MEMORY_LIMIT: i64 = 6 << 20;
 /// The smallest CPU quota the kernel accepts, in microseconds.
 const MIN_CPU_QUOTA_US: i64 = 1_000;
 
+/// The CPU share bounds of the kernel; runc reads the value back and fails when the kernel
+/// clamped it.
+const CPU_SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
+
+/// The largest swappiness the kernel accepts.
+const MAX_SWAPPINESS: u64 = 100;
+
 /// Checks the resource limits of a task update against the rules the kernel enforces.
 ///
 /// # Errors
@@ -134,72 +153,198 @@ pub(crate) fn check_resources(resources: &LinuxResources) -> Result<(), Error> {
 
 fn check_resources_with(resources: &LinuxResources, fields: &ResourceFields) -> Result<(), Error> {
     if let Some(memory) = resources.memory() {
-        if let Some(limit) = memory.limit()
-            && (1..MIN_MEMORY_LIMIT).contains(&limit)
-        {
-            return Err(invalid(
-                fields.memory_limit,
-                limit.to_string(),
-                &format!("must be at least {MIN_MEMORY_LIMIT} bytes (6 MiB), or -1 for no limit"),
-            ));
-        }
-        // The swap value limits memory and swap together, so the kernel refuses one below
-        // the memory limit.
-        if let (Some(limit), Some(swap)) = (memory.limit(), memory.swap())
-            && limit > 0
-            && swap > 0
-            && swap < limit
-        {
-            return Err(invalid(
-                fields.memory_swap,
-                swap.to_string(),
-                &format!(
-                    "limits memory and swap together, so it must be at least the memory limit ({limit}), or -1 for no limit"
-                ),
-            ));
-        }
-        let byte_counts = [
-            (fields.memory_limit, memory.limit()),
-            (fields.memory_reservation, memory.reservation()),
-            (fields.memory_swap, memory.swap()),
-        ];
-        for (field, value) in byte_counts {
-            if let Some(value) = value
-                && value < -1
-            {
-                return Err(invalid(
-                    field,
-                    value.to_string(),
-                    "must be a number of bytes, or -1 for no limit",
-                ));
-            }
-        }
+        check_memory(memory, fields)?;
     }
     if let Some(cpu) = resources.cpu() {
-        // runc leaves a value of 0 unchanged.
-        if let Some(period) = cpu.period()
-            && period != 0
-            && !CPU_PERIOD_US.contains(&period)
+        check_cpu(cpu, fields)?;
+    }
+    Ok(())
+}
+
+fn check_memory(memory: &LinuxMemory, fields: &ResourceFields) -> Result<(), Error> {
+    if let Some(limit) = memory.limit()
+        && (1..MIN_MEMORY_LIMIT).contains(&limit)
+    {
+        return Err(invalid(
+            fields.memory_limit,
+            limit.to_string(),
+            &format!("must be at least {MIN_MEMORY_LIMIT} bytes (6 MiB), or -1 for no limit"),
+        ));
+    }
+    // The swap value limits memory and swap together, so the kernel refuses one below the
+    // memory limit.
+    if let (Some(limit), Some(swap)) = (memory.limit(), memory.swap())
+        && limit > 0
+        && swap > 0
+        && swap < limit
+    {
+        return Err(invalid(
+            fields.memory_swap,
+            swap.to_string(),
+            &format!(
+                "limits memory and swap together, so it must be at least the memory limit ({limit}), or -1 for no limit"
+            ),
+        ));
+    }
+    let byte_counts = [
+        (fields.memory_limit, memory.limit()),
+        (fields.memory_reservation, memory.reservation()),
+        (fields.memory_swap, memory.swap()),
+    ];
+    for (field, value) in byte_counts {
+        if let Some(value) = value
+            && value < -1
         {
             return Err(invalid(
-                fields.cpu_period,
-                period.to_string(),
-                "must be from 1000 to 1000000 microseconds, the kernel's bounds",
-            ));
-        }
-        if let Some(quota) = cpu.quota()
-            && quota != 0
-            && quota != -1
-            && quota < MIN_CPU_QUOTA_US
-        {
-            return Err(invalid(
-                fields.cpu_quota,
-                quota.to_string(),
-                "must be at least 1000 microseconds, or -1 for no limit",
+                field,
+                value.to_string(),
+                "must be a number of bytes, or -1 for no limit",
             ));
         }
     }
+    if let Some(swappiness) = memory.swappiness()
+        && swappiness > MAX_SWAPPINESS
+    {
+        return Err(invalid(
+            fields.memory_swappiness,
+            swappiness.to_string(),
+            &format!("must be from 0 to {MAX_SWAPPINESS}"),
+        ));
+    }
     Ok(())
+}
+
+fn check_cpu(cpu: &LinuxCpu, fields: &ResourceFields) -> Result<(), Error> {
+    // runc leaves a value of 0 unchanged.
+    if let Some(shares) = cpu.shares()
+        && shares != 0
+        && !CPU_SHARES.contains(&shares)
+    {
+        return Err(invalid(
+            fields.cpu_shares,
+            shares.to_string(),
+            &format!(
+                "must be from {} to {}, the kernel's bounds, or 0 to leave it unchanged",
+                CPU_SHARES.start(),
+                CPU_SHARES.end()
+            ),
+        ));
+    }
+    if let Some(period) = cpu.period()
+        && period != 0
+        && !CPU_PERIOD_US.contains(&period)
+    {
+        return Err(invalid(
+            fields.cpu_period,
+            period.to_string(),
+            "must be from 1000 to 1000000 microseconds, the kernel's bounds",
+        ));
+    }
+    if let Some(quota) = cpu.quota()
+        && quota != 0
+        && quota != -1
+        && quota < MIN_CPU_QUOTA_US
+    {
+        return Err(invalid(
+            fields.cpu_quota,
+            quota.to_string(),
+            "must be at least 1000 microseconds, or -1 for no limit",
+        ));
+    }
+    if let Some(cpus) = cpu.cpus() {
+        check_id_list(fields.cpu_cpus, cpus, "CPU", ONLINE_CPUS, None)?;
+    }
+    if let Some(mems) = cpu.mems() {
+        check_id_list(
+            fields.cpu_mems,
+            mems,
+            "memory node",
+            ONLINE_NODES,
+            Some("0"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The files in which the kernel lists its online CPUs and memory nodes. A kernel built without
+/// NUMA support has no node folder and one memory node, 0. When the CPU list cannot be read,
+/// only the syntax is checked.
+const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
+const ONLINE_NODES: &str = "/sys/devices/system/node/online";
+
+/// Checks a cpuset list such as `0-3,8`: its syntax, and that every number it names is online
+/// on this machine, since the kernel refuses a cpuset naming an offline CPU or node. An empty
+/// list leaves the cgroup's set unchanged.
+fn check_id_list(
+    field: &'static str,
+    list: &str,
+    noun: &str,
+    online_file: &str,
+    online_default: Option<&str>,
+) -> Result<(), Error> {
+    let Some(ranges) = parse_id_list(list) else {
+        return Err(invalid(
+            field,
+            truncated(list),
+            &format!("must list {noun} numbers and ranges, such as 0-3,8"),
+        ));
+    };
+    let Some(online_text) = std::fs::read_to_string(online_file)
+        .ok()
+        .or_else(|| online_default.map(str::to_owned))
+    else {
+        return Ok(());
+    };
+    let Some(online) = parse_id_list(&online_text) else {
+        return Ok(());
+    };
+    let is_online = |id: u32| online.iter().any(|range| range.contains(&id));
+    let offline = ranges
+        .iter()
+        .flat_map(|range| [*range.start(), *range.end()])
+        .find(|id| !is_online(*id));
+    match offline {
+        Some(id) => Err(invalid(
+            field,
+            truncated(list),
+            &format!(
+                "names {noun} {id}, which is not online here; the online ones are {}",
+                online_text.trim()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parses the kernel's list format: comma-separated numbers and ranges `a-b`, where a range
+/// may end in a stride `:used/group`. Returns `None` when `list` is not in that format.
+fn parse_id_list(list: &str) -> Option<Vec<std::ops::RangeInclusive<u32>>> {
+    let list = list.trim();
+    if list.is_empty() {
+        return Some(Vec::new());
+    }
+    list.split(',')
+        .map(|item| {
+            let (range, stride) = match item.split_once(':') {
+                Some((range, stride)) => (range, Some(stride)),
+                None => (item, None),
+            };
+            if let Some(stride) = stride {
+                let (used, group) = stride.split_once('/')?;
+                used.parse::<u32>().ok()?;
+                group.parse::<u32>().ok()?;
+            }
+            let (first, last) = match range.split_once('-') {
+                Some((first, last)) => (first.parse().ok()?, last.parse().ok()?),
+                None if stride.is_none() => {
+                    let id = range.parse().ok()?;
+                    (id, id)
+                }
+                None => return None,
+            };
+            (first <= last).then_some(first..=last)
+        })
+        .collect()
 }
 
 /// containerd's bound on one label: key and value together, in bytes.
@@ -582,6 +727,81 @@ mod tests {
             cpu(50_000, 100_000),
         ] {
             check_resources(&resources).expect("accepted");
+        }
+    }
+
+    #[test]
+    fn cpusets_and_shares_the_kernel_refuses_rejected() {
+        use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+        let cpus = |list: &str| {
+            LinuxResourcesBuilder::default()
+                .cpu(LinuxCpuBuilder::default().cpus(list).build().expect("cpu"))
+                .build()
+                .expect("resources")
+        };
+        let mems = |list: &str| {
+            LinuxResourcesBuilder::default()
+                .cpu(LinuxCpuBuilder::default().mems(list).build().expect("cpu"))
+                .build()
+                .expect("resources")
+        };
+        let shares = |shares: u64| {
+            LinuxResourcesBuilder::default()
+                .cpu(
+                    LinuxCpuBuilder::default()
+                        .shares(shares)
+                        .build()
+                        .expect("cpu"),
+                )
+                .build()
+                .expect("resources")
+        };
+        let swappiness = |swappiness: u64| {
+            LinuxResourcesBuilder::default()
+                .memory(
+                    LinuxMemoryBuilder::default()
+                        .swappiness(swappiness)
+                        .build()
+                        .expect("memory"),
+                )
+                .build()
+                .expect("resources")
+        };
+        for (resources, field) in [
+            (cpus("zero"), "resources.cpu.cpus"),
+            (cpus("3-1"), "resources.cpu.cpus"),
+            (cpus("0,,1"), "resources.cpu.cpus"),
+            (cpus("4096"), "resources.cpu.cpus"),
+            (mems("0-4096"), "resources.cpu.mems"),
+            (shares(1), "resources.cpu.shares"),
+            (shares(300_000), "resources.cpu.shares"),
+            (swappiness(101), "resources.memory.swappiness"),
+        ] {
+            let error = check_resources(&resources).expect_err(field);
+            assert!(error.to_string().contains(field), "{error}");
+        }
+        for resources in [
+            cpus("0"),
+            cpus(""),
+            cpus(" 0-0\n"),
+            mems("0"),
+            shares(0),
+            shares(2),
+            shares(1024),
+            swappiness(0),
+            swappiness(100),
+        ] {
+            check_resources(&resources).expect("accepted");
+        }
+    }
+
+    #[test]
+    fn id_lists_parse_as_the_kernel_writes_them() {
+        assert_eq!(parse_id_list("0-3,8"), Some(vec![0..=3, 8..=8]));
+        assert_eq!(parse_id_list("0-7:2/4"), Some(vec![0..=7]));
+        assert_eq!(parse_id_list("\n"), Some(vec![]));
+        for bad in ["-1", "1-", "a", "1:2/4", "0-3:2", "0-3:x/4", "1;2"] {
+            assert_eq!(parse_id_list(bad), None, "{bad}");
         }
     }
 
