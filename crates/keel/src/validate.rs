@@ -298,11 +298,16 @@ fn check_id_list(
     let Some(online) = parse_id_list(&online_text) else {
         return Ok(());
     };
-    let is_online = |id: u32| online.iter().any(|range| range.contains(&id));
-    let offline = ranges
-        .iter()
-        .flat_map(|range| [*range.start(), *range.end()])
-        .find(|id| !is_online(*id));
+    let is_online = |id: u32| online.iter().any(|range| range.contains(id));
+    let highest_online = online.iter().map(|range| range.last).max();
+    let offline = ranges.iter().find_map(|range| {
+        // The kernel rejects a range that ends past the highest number it knows, even when the
+        // stride leaves the end out. The highest online number stands in for that bound.
+        if highest_online.is_none_or(|highest| range.last > highest) {
+            return Some(range.last);
+        }
+        (range.first..=range.last).find(|id| range.contains(*id) && !is_online(*id))
+    });
     match offline {
         Some(id) => Err(invalid(
             field,
@@ -316,9 +321,26 @@ fn check_id_list(
     }
 }
 
+/// One item of a kernel list: the numbers `first` to `last`, of which the first `used` of
+/// every `group` belong to the set.
+#[derive(Debug, PartialEq, Eq)]
+struct IdRange {
+    first: u32,
+    last: u32,
+    used: u32,
+    group: u32,
+}
+
+impl IdRange {
+    fn contains(&self, id: u32) -> bool {
+        (self.first..=self.last).contains(&id) && (id - self.first) % self.group < self.used
+    }
+}
+
 /// Parses the kernel's list format: comma-separated numbers and ranges `a-b`, where a range
-/// may end in a stride `:used/group`. Returns `None` when `list` is not in that format.
-fn parse_id_list(list: &str) -> Option<Vec<std::ops::RangeInclusive<u32>>> {
+/// may end in a stride `:used/group` that takes the first `used` of every `group` numbers.
+/// Returns `None` when `list` is not in that format or breaks the kernel's rules for it.
+fn parse_id_list(list: &str) -> Option<Vec<IdRange>> {
     let list = list.trim();
     if list.is_empty() {
         return Some(Vec::new());
@@ -329,11 +351,6 @@ fn parse_id_list(list: &str) -> Option<Vec<std::ops::RangeInclusive<u32>>> {
                 Some((range, stride)) => (range, Some(stride)),
                 None => (item, None),
             };
-            if let Some(stride) = stride {
-                let (used, group) = stride.split_once('/')?;
-                used.parse::<u32>().ok()?;
-                group.parse::<u32>().ok()?;
-            }
             let (first, last) = match range.split_once('-') {
                 Some((first, last)) => (first.parse().ok()?, last.parse().ok()?),
                 None if stride.is_none() => {
@@ -342,7 +359,19 @@ fn parse_id_list(list: &str) -> Option<Vec<std::ops::RangeInclusive<u32>>> {
                 }
                 None => return None,
             };
-            (first <= last).then_some(first..=last)
+            let (used, group) = match stride {
+                Some(stride) => {
+                    let (used, group) = stride.split_once('/')?;
+                    (used.parse().ok()?, group.parse().ok()?)
+                }
+                None => (1, 1),
+            };
+            (first <= last && group > 0 && used <= group).then_some(IdRange {
+                first,
+                last,
+                used,
+                group,
+            })
         })
         .collect()
 }
@@ -797,12 +826,26 @@ mod tests {
 
     #[test]
     fn id_lists_parse_as_the_kernel_writes_them() {
-        assert_eq!(parse_id_list("0-3,8"), Some(vec![0..=3, 8..=8]));
-        assert_eq!(parse_id_list("0-7:2/4"), Some(vec![0..=7]));
+        let range = |first, last, used, group| IdRange {
+            first,
+            last,
+            used,
+            group,
+        };
+        assert_eq!(
+            parse_id_list("0-3,8"),
+            Some(vec![range(0, 3, 1, 1), range(8, 8, 1, 1)])
+        );
+        assert_eq!(parse_id_list("0-7:2/4"), Some(vec![range(0, 7, 2, 4)]));
         assert_eq!(parse_id_list("\n"), Some(vec![]));
-        for bad in ["-1", "1-", "a", "1:2/4", "0-3:2", "0-3:x/4", "1;2"] {
+        for bad in [
+            "-1", "1-", "a", "1:2/4", "0-3:2", "0-3:x/4", "0-3:5/4", "0-3:1/0", "1;2",
+        ] {
             assert_eq!(parse_id_list(bad), None, "{bad}");
         }
+        let strided = range(0, 7, 2, 4);
+        let members: Vec<u32> = (0..10).filter(|id| strided.contains(*id)).collect();
+        assert_eq!(members, [0, 1, 4, 5]);
     }
 
     #[test]
