@@ -481,6 +481,53 @@ async fn reloaded_client_reattaches_init_and_execs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaded_task_that_stopped_meanwhile_reports_exit() {
+    let harness = Harness::start().await;
+    let (_container, task) = harness
+        .run_detached("gap", &["sh", "-c", "sleep 1; exit 8"])
+        .await;
+    let pid = task.pid();
+    harness.client.shutdown(Duration::from_secs(5)).await;
+    // The shim reaps the process at its exit, so a gone /proc entry means containerd reports
+    // the task stopped.
+    let proc_entry = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let mut waited = Duration::ZERO;
+    while proc_entry.exists() && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert!(
+        !proc_entry.exists(),
+        "the task's process {pid} is still there"
+    );
+
+    let recorder = Recorder::default();
+    let client = harness.connect(recorder.clone()).await;
+    let container = client.load_container("gap").await.expect("load");
+    let task = container.task().await.expect("task");
+    let status = wait_within(
+        Duration::from_secs(10),
+        task.wait(),
+        "wait returns the exit found at load",
+    )
+    .await;
+    assert_eq!(status.code, 8);
+    recorder
+        .wait_for("gap", Duration::from_secs(10), |events| {
+            events
+                .iter()
+                .any(|event| matches!(event, Event::Exited { .. }))
+        })
+        .await;
+    assert_eq!(recorder.exits_of("gap", &ProcessId::Init).len(), 1);
+    assert_eq!(task.delete().await.expect("delete task").code, 8);
+    container.delete().await.expect("delete container");
+    assert_eq!(recorder.exits_of("gap", &ProcessId::Init).len(), 1);
+    client.shutdown(Duration::from_secs(5)).await;
+    harness.containerd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_ignores_output_never_taken() {
     let harness = Harness::start().await;
     let spec = harness.spec(&["sh", "-c", "echo ignored; exit 4"]);

@@ -306,3 +306,55 @@ async fn failed_containers_supervisor_reloads_containers() {
     }
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_actor_reports_no_exit_again() {
+    let harness = Harness::start().await;
+    let (container, task) = harness.run_detached("once", &["sleep", "1000"]).await;
+    let mut exec = task
+        .exec(
+            "three",
+            exec_process(["sh", "-c", "exit 3"]),
+            StdioRequest::default(),
+        )
+        .await
+        .expect("exec");
+    exec.start().await.expect("start exec");
+    assert_eq!(exec.wait().await.expect("wait exec").code, 3);
+    task.kill(SIGKILL, false).await.expect("kill");
+    assert_eq!(task.wait().await.expect("wait task").code, 137);
+    let exec_id = ProcessId::Exec(ExecId::new("three").expect("exec id"));
+
+    for round in 0..2 {
+        harness
+            .client
+            .inject_failure(FaultTarget::Container(container.id().clone()))
+            .expect("inject failure");
+        // The replacement loads and reconciles before it serves a handle's request. A request
+        // that reached the failing actor first is cancelled.
+        let mut status = task.status().await;
+        for _ in 0..50 {
+            if status.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            status = task.status().await;
+        }
+        let status = status.expect("status after the restart");
+        assert!(
+            matches!(status, keel::ProcessStatus::Stopped(exit) if exit.code == 137),
+            "round {round}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let init_exits = harness.recorder.exits_of("once", &ProcessId::Init);
+        assert_eq!(init_exits.len(), 1, "round {round}: {init_exits:?}");
+        let exec_exits = harness.recorder.exits_of("once", &exec_id);
+        assert_eq!(exec_exits.len(), 1, "round {round}: {exec_exits:?}");
+        let exec_status = exec.wait().await.expect("wait exec after the restart");
+        assert_eq!(exec_status.code, 3, "round {round}");
+        let task_status = task.wait().await.expect("wait task after the restart");
+        assert_eq!(task_status.code, 137, "round {round}");
+    }
+    delete_task_and_container(&container, task).await;
+    harness.stop().await;
+}

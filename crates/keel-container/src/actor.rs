@@ -413,6 +413,8 @@ async fn dispatch(
             let result = container.load(Some(*record)).await;
             if result.is_err() {
                 container.leave(&myself, "load failed");
+            } else {
+                container.hold_or_release_init_exit(&myself).await;
             }
             let _ = reply.send(result.map(|()| myself.clone()));
         }

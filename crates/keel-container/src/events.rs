@@ -4,6 +4,7 @@
 //! reply, reconciliation) goes through the `record_*` methods, which report a change only
 //! when it is news, so the backend sees each event once.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use containerd_client::services::v1::{DeleteTaskRequest, GetRequest};
@@ -193,6 +194,7 @@ impl ContainerState {
         at: SystemTime,
     ) {
         let tracker = self.tracker.clone();
+        let registry = Arc::clone(&self.registry);
         let Some(task) = self.task.as_mut() else {
             return;
         };
@@ -219,6 +221,21 @@ impl ContainerState {
         if !state.mark_exited(pid, status) {
             return;
         }
+        // An actor that replaced a failed one finds the exits its predecessor reported. It
+        // returns them to the waits but does not report them again.
+        if registry
+            .exits
+            .find(&self.container_id, &process, pid)
+            .is_some()
+        {
+            state.answer_waiters(&tracker);
+            if let ProcessId::Exec(exec_id) = process
+                && synthetic.is_none()
+            {
+                self.clean_up_exited_exec(&exec_id).await;
+            }
+            return;
+        }
         let ProcessId::Exec(exec_id) = process else {
             task.held_init_exit = Some(HeldExit {
                 pid,
@@ -228,8 +245,12 @@ impl ContainerState {
             return;
         };
         state.answer_waiters(&tracker);
+        let process = ProcessId::Exec(exec_id.clone());
+        self.registry
+            .exits
+            .record(&self.container_id, &process, pid, status);
         let event = Event::Exited {
-            process: ProcessId::Exec(exec_id.clone()),
+            process,
             pid,
             status,
             synthetic,
@@ -288,6 +309,9 @@ impl ContainerState {
         };
         task.held_init_exit = None;
         task.init.answer_waiters(&tracker);
+        self.registry
+            .exits
+            .record(&self.container_id, &ProcessId::Init, held.pid, held.status);
         let event = Event::Exited {
             process: ProcessId::Init,
             pid: held.pid,

@@ -50,7 +50,7 @@ impl ContainerState {
                 "the task this handle was made for was deleted; get a handle on the current task \
                  with Container::task"
             }
-            ProcessId::Exec(_) if self.retired.exit_of(handle).is_some() => {
+            ProcessId::Exec(_) if self.retired_exit(handle).is_some() => {
                 "the process this handle was made for has exited and was deleted"
             }
             ProcessId::Exec(_) => "no such process; it exited or its task was deleted",
@@ -64,7 +64,13 @@ impl ContainerState {
         if self.process_of(handle).is_some() {
             return None;
         }
-        self.retired.exit_of(handle)
+        // An actor that replaced a failed one finds the exits its predecessor reported in the
+        // registry.
+        self.retired.exit_of(handle).or_else(|| {
+            self.registry
+                .exits
+                .find(&self.container_id, &handle.process, handle.pid)
+        })
     }
 
     /// Returns the reference of the current task's init process, adopting the task containerd
@@ -85,6 +91,7 @@ impl ContainerState {
     /// Remembers the exits of a task's processes as it is dropped, and releases their stdio.
     pub(crate) fn retire_task(&mut self, task: &TaskState) {
         task.release_stdio();
+        self.registry.exits.forget(&self.container_id);
         let execs = task.execs.values().filter_map(ProcessState::retire);
         for process in execs {
             self.retired.push(process);

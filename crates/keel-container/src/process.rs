@@ -132,6 +132,68 @@ impl StdioLinkTable {
     }
 }
 
+/// An exit that a container reported to the backend.
+#[derive(Clone, Debug)]
+struct BackendExit {
+    process: ProcessId,
+    pid: u32,
+    status: ExitStatus,
+}
+
+/// The exits each container of a client reported to the backend for its current task. They
+/// live outside the container actors, so an actor that replaces a failed one reports none of
+/// them again, and still returns their codes to the waits and handles of processes that are
+/// gone.
+#[derive(Debug, Default)]
+pub(crate) struct ReportedExitTable(DashMap<ContainerId, VecDeque<BackendExit>>);
+
+impl ReportedExitTable {
+    /// Records that the exit of `process` with host pid `pid` was reported, forgetting the
+    /// container's oldest record beyond the bound of [`RetiredProcesses`].
+    pub(crate) fn record(
+        &self,
+        container_id: &ContainerId,
+        process: &ProcessId,
+        pid: u32,
+        status: ExitStatus,
+    ) {
+        let mut exits = self.0.entry(container_id.clone()).or_default();
+        if exits.len() == REMEMBERED_RETIRED_PROCESSES {
+            exits.pop_front();
+        }
+        exits.push_back(BackendExit {
+            process: process.clone(),
+            pid,
+            status,
+        });
+    }
+
+    /// Returns the reported exit of `process` with host pid `pid`. A pid of 0, which a process
+    /// that never started has, matches nothing, because an exec id can be used again.
+    pub(crate) fn find(
+        &self,
+        container_id: &ContainerId,
+        process: &ProcessId,
+        pid: u32,
+    ) -> Option<ExitStatus> {
+        if pid == 0 {
+            return None;
+        }
+        let exits = self.0.get(container_id)?;
+        exits
+            .iter()
+            .rev()
+            .find(|exit| exit.process == *process && exit.pid == pid)
+            .map(|exit| exit.status)
+    }
+
+    /// Drops the records of a container whose task is gone, so a later task whose process
+    /// gets the same pid is reported in full.
+    pub(crate) fn forget(&self, container_id: &ContainerId) {
+        self.0.remove(container_id);
+    }
+}
+
 /// The moment a wait for a process's exit returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitUntil {

@@ -9,7 +9,7 @@ use ractor::{ActorId, ActorRef};
 use tokio::sync::Notify;
 
 use crate::ContainerMsg;
-use crate::process::StdioLinkTable;
+use crate::process::{ReportedExitTable, StdioLinkTable};
 
 /// The live container actors of one client, by container id, and which actor replaced each
 /// failed one, so handles made for the failed actor reach its replacement.
@@ -30,6 +30,9 @@ pub struct Registry {
     /// The stdio links of the processes whose streams were handed out, which a replacing
     /// actor takes over.
     pub(crate) links: StdioLinkTable,
+    /// The exits the containers reported for their current tasks, which a replacing actor
+    /// does not report again.
+    pub(crate) exits: ReportedExitTable,
 }
 
 impl Registry {

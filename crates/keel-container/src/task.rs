@@ -218,6 +218,22 @@ impl ContainerState {
         }
         task.paused = process.status == TaskStatus::Paused as i32;
         self.task = Some(task);
+        // A task that stopped while no actor served the container reports its exit here; the
+        // caller releases it once the execs are known.
+        if process.status == TaskStatus::Stopped as i32 {
+            let status = ExitStatus {
+                code: process.exit_status,
+                exited_at: system_time(process.exited_at),
+            };
+            self.record_exit(
+                ProcessId::Init,
+                process.pid,
+                status,
+                None,
+                SystemTime::now(),
+            )
+            .await;
+        }
         Ok(())
     }
 

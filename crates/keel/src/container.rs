@@ -264,10 +264,24 @@ impl Container {
     ) -> Result<T, Error> {
         let actor = self.live_actor(timeout).await;
         let result = request(&actor, operation, target, timeout, build).await;
-        if matches!(result, Err(Error::Stopped { .. })) && self.was_deleted(&actor) {
+        if !matches!(result, Err(Error::Stopped { .. }))
+            || self.context.stopping.load(Ordering::Acquire)
+        {
+            return result;
+        }
+        if self.was_deleted(&actor) {
             return Err(deleted(operation, target));
         }
-        result
+        // The actor failed with the request in its mailbox. It is not sent again, because the
+        // actor may have acted on it before it failed.
+        Err(Error::Rejected {
+            operation,
+            target: target.clone(),
+            kind: ErrorKind::Cancelled,
+            reason: "the actor serving this container failed before it replied, and a new one \
+                     takes over; check the container's state and send the request again"
+                .to_owned(),
+        })
     }
 
     /// Returns true when `actor` stopped because its container was deleted: the client is not
