@@ -132,7 +132,14 @@ async fn unusable_client_options_rejected() {
     let file = harness.containerd.dir().join("state-file");
     std::fs::write(&file, b"not a folder").expect("write file");
     let under_file = file.join("state");
-    for (state_dir, expected) in [(&file, "is a file"), (&under_file, "lies under the file")] {
+    let dangling = harness.containerd.dir().join("dangling");
+    std::os::unix::fs::symlink(harness.containerd.dir().join("missing"), &dangling)
+        .expect("symlink");
+    for (state_dir, expected) in [
+        (&file, "is a file"),
+        (&under_file, "lies under the file"),
+        (&dangling, "goes through the symlink"),
+    ] {
         let options = harness.client_options().state_dir(state_dir);
         let error = keel::Client::connect_with(options, Recorder::default())
             .await
@@ -152,6 +159,21 @@ async fn unusable_client_options_rejected() {
         .unwrap_or_else(|| panic!("zero call timeout: connected"));
     assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
     assert!(error.to_string().contains("call timeout"), "{error}");
+
+    let mut options = harness.client_options();
+    options.call_timeout = std::time::Duration::MAX;
+    let error = keel::Client::connect_with(options, Recorder::default())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("endless call timeout: connected"));
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(error.to_string().contains("at most 24 hours"), "{error}");
+
+    let (container, _task) = harness.run_detached("endless", &["sleep", "1000"]).await;
+    container
+        .force_delete(std::time::Duration::MAX)
+        .await
+        .expect("force delete without a deadline");
 
     harness
         .client

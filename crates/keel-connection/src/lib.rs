@@ -15,5 +15,5 @@ mod socket_watch;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionState, services_of};
 pub use backoff::Backoff;
-pub use deadline::call_with_deadline;
+pub use deadline::{call_with_deadline, deadline_after};
 pub use services::{Channel, NamespaceInterceptor, Services};

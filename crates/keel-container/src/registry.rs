@@ -133,7 +133,7 @@ impl Registry {
         actor: &ActorRef<ContainerMsg>,
         timeout: Duration,
     ) -> Option<ActorRef<ContainerMsg>> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = keel_connection::deadline_after(timeout);
         loop {
             // Registered before the check, so a successor recorded in between still wakes it.
             let replaced = self.replaced.notified();

@@ -58,9 +58,9 @@ pub(crate) async fn is_serving(socket: &Path, timeout: Duration) -> bool {
 /// Checks `socket` every `interval` until it serves or `timeout` passes. Returns whether it
 /// served.
 pub(crate) async fn wait_until_serving(socket: &Path, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
     loop {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let remaining = timeout.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             return false;
         }

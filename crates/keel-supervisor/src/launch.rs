@@ -213,9 +213,9 @@ async fn start(
     let mut process = ContainerdProcess::spawn(config, binary)?;
     let pid = process.pid();
     let socket = config.socket();
-    let deadline = tokio::time::Instant::now() + config.start_timeout;
+    let started = tokio::time::Instant::now();
     loop {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let remaining = config.start_timeout.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             let _ = process.signal(Signal::SIGKILL);
             let _ = tokio::time::timeout(KILL_TIMEOUT, process.exited()).await;

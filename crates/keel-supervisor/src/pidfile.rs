@@ -79,9 +79,9 @@ pub fn process_state(pid: u32) -> Option<char> {
 /// Waits until `pid` is dead (see [`is_process_alive`]), for at most `timeout`. Returns whether
 /// it died. Blocks the calling thread.
 pub(crate) fn wait_until_dead(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
     while is_process_alive(pid) {
-        if Instant::now() >= deadline {
+        if started.elapsed() >= timeout {
             return false;
         }
         thread::sleep(POLL_INTERVAL);

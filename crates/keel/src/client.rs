@@ -228,7 +228,7 @@ impl Client {
                 reason: format!("cannot start the actor tree: {error}"),
             })?;
 
-        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let deadline = keel_connection::deadline_after(options.connect_timeout);
         let serving = tokio::time::timeout_at(
             deadline,
             connection_state.wait_for(ConnectionState::is_connected),

@@ -150,7 +150,7 @@ impl Container {
     /// Returns timed out when the task does not die or cannot be deleted in time, or
     /// containerd's error.
     pub async fn force_delete(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = keel_connection::deadline_after(timeout);
         let timed_out = || Error::TimedOut {
             operation: Operation::DeleteContainer,
             target: self.target.clone(),

@@ -447,6 +447,10 @@ pub(crate) fn check_terminal_size(width: u32, height: u32) -> Result<(), Error> 
     Ok(())
 }
 
+/// The longest timeout or interval the client's options accept. keel multiplies the call
+/// timeout for requests that make several calls, so an unbounded one could overflow.
+const MAX_OPTION_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 /// Checks the client's options: an absolute state folder that is, or can become, a folder,
 /// and timeouts and intervals above zero.
 pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
@@ -463,10 +467,27 @@ pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
     // The nearest part of the path that exists must be a folder, or keel could never create
     // its folders there.
     let existing = state_dir.ancestors().find_map(|path| {
-        std::fs::metadata(path)
+        std::fs::symlink_metadata(path)
             .ok()
             .map(|metadata| (path, metadata))
     });
+    // A symlink counts as what it points to; one that points nowhere can never hold a folder.
+    let existing = match existing {
+        Some((path, metadata)) if metadata.is_symlink() => match std::fs::metadata(path) {
+            Ok(target) => Some((path, target)),
+            Err(error) => {
+                return Err(invalid(
+                    "state folder",
+                    path_text(),
+                    &format!(
+                        "goes through the symlink {}, whose target cannot be read ({error}); point it at a folder or name another path",
+                        path.display()
+                    ),
+                ));
+            }
+        },
+        other => other,
+    };
     if let Some((path, metadata)) = existing
         && !metadata.is_dir()
     {
@@ -492,6 +513,13 @@ pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
                 field,
                 "0s",
                 "must be above zero, or every request would time out at once",
+            ));
+        }
+        if duration > MAX_OPTION_DURATION {
+            return Err(invalid(
+                field,
+                format!("{duration:?}"),
+                "must be at most 24 hours; a request that may take longer is better watched by the caller",
             ));
         }
     }
