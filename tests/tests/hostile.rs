@@ -202,6 +202,48 @@ async fn hostile_specs_rejected() {
         let env = (0..40_000).map(|index| format!("VARIABLE_{index}=a value that takes some room"));
         process.set_env(Some(env.collect()));
     }
+    let mut no_linux = harness.spec(&["true"]);
+    no_linux.set_linux(None);
+    let mut no_mount_namespace = harness.spec(&["true"]);
+    if let Some(linux) = no_mount_namespace.linux_mut() {
+        let kept =
+            linux.namespaces().iter().flatten().filter(|namespace| {
+                namespace.typ() != oci_spec::runtime::LinuxNamespaceType::Mount
+            });
+        linux.set_namespaces(Some(kept.cloned().collect()));
+    }
+    let odd_process = |edit: &dyn Fn(&mut oci_spec::runtime::Process)| {
+        let mut spec = harness.spec(&["true"]);
+        if let Some(process) = spec.process_mut() {
+            edit(process);
+        }
+        spec
+    };
+    let wide_console = odd_process(&|process| {
+        let size = oci_spec::runtime::BoxBuilder::default()
+            .width(70_000_u64)
+            .height(24_u64)
+            .build()
+            .expect("console size");
+        process.set_console_size(Some(size));
+    });
+    let soft_above_hard = odd_process(&|process| {
+        let rlimit = oci_spec::runtime::PosixRlimitBuilder::default()
+            .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+            .soft(2048_u64)
+            .hard(1024_u64)
+            .build()
+            .expect("rlimit");
+        process.set_rlimits(Some(vec![rlimit]));
+    });
+    let huge_group = odd_process(&|process| {
+        let mut user = process.user().clone();
+        user.set_additional_gids(Some(vec![u32::MAX]));
+        process.set_user(user);
+    });
+    let nul_cwd = odd_process(&|process| {
+        process.set_cwd("/tmp\0x".into());
+    });
     let mut escaping_cgroup = harness.spec(&["true"]);
     if let Some(linux) = escaping_cgroup.linux_mut() {
         linux.set_cgroups_path(Some("/../../../etc/evil".into()));
@@ -278,6 +320,28 @@ async fn hostile_specs_rejected() {
             "spec.hostname",
         ),
         ("escaping cgroup", escaping_cgroup, "spec.linux.cgroupsPath"),
+        ("no linux section", no_linux, "spec.linux"),
+        (
+            "no mount namespace",
+            no_mount_namespace,
+            "spec.linux.namespaces",
+        ),
+        (
+            "NUL in the host name",
+            SpecBuilder::new(&harness.rootfs)
+                .args(["true"])
+                .hostname("a\0b")
+                .build(),
+            "spec.hostname",
+        ),
+        ("console wider than 16 bits", wide_console, "consoleSize"),
+        (
+            "soft limit above hard",
+            soft_above_hard,
+            "spec.process.rlimits",
+        ),
+        ("group id beyond runc's range", huge_group, "additionalGids"),
+        ("NUL in the working folder", nul_cwd, "spec.process.cwd"),
     ];
     let before = tree(&harness.state_dir);
     for (case, spec, field) in cases {

@@ -334,19 +334,29 @@ fn is_wrong_state_message(message: &str) -> bool {
         })
 }
 
-/// Returns true for runc's replies to a resource value that it or the kernel refuses, at task
-/// create or update: a cgroup file write failing with `EINVAL` or `ERANGE`, or runc's own range
-/// checks of CPU shares and memory swappiness.
+/// Returns true for runc's replies to a resource value that it or the kernel rejects, at task
+/// create or update. These are a cgroup file write failing with `EINVAL`, `ERANGE` or `ENOSPC`
+/// (an empty cpuset), and a control file this kernel lacks, such as a block I/O weight without
+/// the BFQ scheduler. runc's own range checks of CPU shares and memory swappiness count too.
 fn is_refused_cgroup_value(message: &str) -> bool {
     const RUNC_RANGE_CHECKS: [&str; 3] = [
         "the maximum allowed cpu-shares",
         "the minimum allowed cpu-shares",
         "invalid memory swappiness",
     ];
+    const REFUSED_WRITES: [&str; 3] = [
+        ": invalid argument",
+        ": numerical result out of range",
+        ": no space left on device",
+    ];
     let refused_write = message.contains("write /sys/fs/cgroup/")
-        && (message.contains(": invalid argument")
-            || message.contains(": numerical result out of range"));
+        && REFUSED_WRITES
+            .iter()
+            .any(|fragment| message.contains(fragment));
+    let missing_control =
+        message.contains("/sys/fs/cgroup/") && message.contains(": no such file or directory");
     refused_write
+        || missing_control
         || RUNC_RANGE_CHECKS
             .iter()
             .any(|fragment| message.contains(fragment))
@@ -428,6 +438,10 @@ mod tests {
             ),
             (
                 "error setting cgroup config for procHooks process: invalid memory swappiness value: 200 (valid range is 0-100): unknown",
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                "runc did not terminate successfully: exit status 1: openat2 /sys/fs/cgroup/blkio/ns/web/blkio.bfq.weight: no such file or directory\n: unknown",
                 ErrorKind::InvalidArgument,
             ),
             ("something else", ErrorKind::Internal),

@@ -47,6 +47,11 @@ fn check_hostname(spec: &Spec) -> Result<(), Error> {
             truncated(hostname),
             &format!("must be at most {MAX_HOSTNAME_BYTES} bytes, the kernel's limit"),
         )),
+        Some(hostname) if hostname.contains('\0') => Err(invalid(
+            "spec.hostname",
+            hostname.replace('\0', "\\0"),
+            "must not contain a NUL byte, where the kernel would cut it short",
+        )),
         _ => Ok(()),
     }
 }
@@ -69,9 +74,29 @@ fn check_mounts(spec: &Spec) -> Result<(), Error> {
 /// Checks the Linux settings that runc would reject only after containerd made the task, or
 /// that would reach outside the container's cgroup.
 fn check_linux(spec: &Spec) -> Result<(), Error> {
+    // Without a mount namespace runc mounts the container's root and /proc, /dev and /sys in
+    // the caller's namespace, where they stay after the container is gone.
     let Some(linux) = spec.linux() else {
-        return Ok(());
+        return Err(invalid(
+            "spec.linux",
+            "",
+            "is missing; without it runc runs the container in the host's namespaces and \
+             mounts its file systems on the host. Start from keel::spec::SpecBuilder",
+        ));
     };
+    let has_mount_namespace = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|namespace| namespace.typ() == oci_spec::runtime::LinuxNamespaceType::Mount);
+    if !has_mount_namespace {
+        return Err(invalid(
+            "spec.linux.namespaces",
+            "",
+            "must include a mount namespace, or runc mounts the container's file systems on \
+             the host and leaves them there",
+        ));
+    }
     if let Some(path) = linux.cgroups_path()
         && path.components().any(|part| part == Component::ParentDir)
     {
@@ -98,6 +123,8 @@ struct ResourceFields {
     cpu_period: &'static str,
     cpu_cpus: &'static str,
     cpu_mems: &'static str,
+    blkio_weight: &'static str,
+    blkio_leaf_weight: &'static str,
 }
 
 const SPEC_RESOURCE_FIELDS: ResourceFields = ResourceFields {
@@ -110,6 +137,8 @@ const SPEC_RESOURCE_FIELDS: ResourceFields = ResourceFields {
     cpu_period: "spec.linux.resources.cpu.period",
     cpu_cpus: "spec.linux.resources.cpu.cpus",
     cpu_mems: "spec.linux.resources.cpu.mems",
+    blkio_weight: "spec.linux.resources.blockIO.weight",
+    blkio_leaf_weight: "spec.linux.resources.blockIO.leafWeight",
 };
 
 const UPDATE_RESOURCE_FIELDS: ResourceFields = ResourceFields {
@@ -122,6 +151,8 @@ const UPDATE_RESOURCE_FIELDS: ResourceFields = ResourceFields {
     cpu_period: "resources.cpu.period",
     cpu_cpus: "resources.cpu.cpus",
     cpu_mems: "resources.cpu.mems",
+    blkio_weight: "resources.blockIO.weight",
+    blkio_leaf_weight: "resources.blockIO.leafWeight",
 };
 
 /// The CPU period bounds of the kernel's CFS bandwidth control, in microseconds.
@@ -138,6 +169,9 @@ const MIN_CPU_QUOTA_US: i64 = 1_000;
 /// The CPU share bounds of the kernel; runc reads the value back and fails when the kernel
 /// clamped it.
 const CPU_SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
+
+/// The block I/O weight bounds of the kernel.
+const BLKIO_WEIGHT: std::ops::RangeInclusive<u16> = 10..=1000;
 
 /// The largest swappiness the kernel accepts.
 const MAX_SWAPPINESS: u64 = 100;
@@ -157,6 +191,25 @@ fn check_resources_with(resources: &LinuxResources, fields: &ResourceFields) -> 
     }
     if let Some(cpu) = resources.cpu() {
         check_cpu(cpu, fields)?;
+    }
+    if let Some(block_io) = resources.block_io() {
+        let weights = [
+            (fields.blkio_weight, block_io.weight()),
+            (fields.blkio_leaf_weight, block_io.leaf_weight()),
+        ];
+        for (field, weight) in weights {
+            // runc leaves a weight of 0 unchanged.
+            if let Some(weight) = weight
+                && weight != 0
+                && !BLKIO_WEIGHT.contains(&weight)
+            {
+                return Err(invalid(
+                    field,
+                    weight.to_string(),
+                    "must be from 10 to 1000, the kernel's bounds, or 0 to leave it unchanged",
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -282,6 +335,15 @@ fn check_id_list(
     online_file: &str,
     online_default: Option<&str>,
 ) -> Result<(), Error> {
+    // The kernel strips spaces from what is written, so a list of only spaces would empty the
+    // cgroup's set, which the kernel rejects for a cgroup with processes.
+    if !list.is_empty() && list.trim().is_empty() {
+        return Err(invalid(
+            field,
+            list,
+            &format!("names no {noun}; leave it empty to keep the cgroup's set"),
+        ));
+    }
     let Some(ranges) = parse_id_list(list) else {
         return Err(invalid(
             field,
@@ -301,8 +363,8 @@ fn check_id_list(
     let is_online = |id: u32| online.iter().any(|range| range.contains(id));
     let highest_online = online.iter().map(|range| range.last).max();
     let offline = ranges.iter().find_map(|range| {
-        // The kernel rejects a range that ends past the highest number it knows, even when the
-        // stride leaves the end out. The highest online number stands in for that bound.
+        // The kernel rejects a range that ends past its highest CPU or node number, even when
+        // the stride leaves the end out. The highest online number stands in for that bound.
         if highest_online.is_none_or(|highest| range.last > highest) {
             return Some(range.last);
         }
@@ -352,9 +414,9 @@ fn parse_id_list(list: &str) -> Option<Vec<IdRange>> {
                 None => (item, None),
             };
             let (first, last) = match range.split_once('-') {
-                Some((first, last)) => (first.parse().ok()?, last.parse().ok()?),
+                Some((first, last)) => (number(first)?, number(last)?),
                 None if stride.is_none() => {
-                    let id = range.parse().ok()?;
+                    let id = number(range)?;
                     (id, id)
                 }
                 None => return None,
@@ -362,7 +424,7 @@ fn parse_id_list(list: &str) -> Option<Vec<IdRange>> {
             let (used, group) = match stride {
                 Some(stride) => {
                     let (used, group) = stride.split_once('/')?;
-                    (used.parse().ok()?, group.parse().ok()?)
+                    (number(used)?, number(group)?)
                 }
                 None => (1, 1),
             };
@@ -374,6 +436,14 @@ fn parse_id_list(list: &str) -> Option<Vec<IdRange>> {
             })
         })
         .collect()
+}
+
+/// Parses a decimal number of the kernel's list format, which has no sign or spaces.
+fn number(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// containerd's bound on one label: key and value together, in bytes.
@@ -546,7 +616,10 @@ struct ProcessFields {
     env: &'static str,
     uid: &'static str,
     gid: &'static str,
+    additional_gids: &'static str,
     cwd: &'static str,
+    console_size: &'static str,
+    rlimits: &'static str,
 }
 
 const SPEC_PROCESS: ProcessFields = ProcessFields {
@@ -554,7 +627,10 @@ const SPEC_PROCESS: ProcessFields = ProcessFields {
     env: "spec.process.env",
     uid: "spec.process.user.uid",
     gid: "spec.process.user.gid",
+    additional_gids: "spec.process.user.additionalGids",
     cwd: "spec.process.cwd",
+    console_size: "spec.process.consoleSize",
+    rlimits: "spec.process.rlimits",
 };
 
 const EXEC_PROCESS: ProcessFields = ProcessFields {
@@ -562,7 +638,10 @@ const EXEC_PROCESS: ProcessFields = ProcessFields {
     env: "process.env",
     uid: "process.user.uid",
     gid: "process.user.gid",
+    additional_gids: "process.user.additionalGids",
     cwd: "process.cwd",
+    console_size: "process.consoleSize",
+    rlimits: "process.rlimits",
 };
 
 /// Checks that a process has arguments without NUL bytes, `KEY=VALUE` environment entries, a
@@ -592,7 +671,11 @@ fn check_process_fields(process: &Process, fields: &ProcessFields) -> Result<(),
         }
     }
     let user = process.user();
-    for (field, id) in [(fields.uid, user.uid()), (fields.gid, user.gid())] {
+    let additional_gids = user.additional_gids().iter().flatten();
+    let ids = [(fields.uid, user.uid()), (fields.gid, user.gid())]
+        .into_iter()
+        .chain(additional_gids.map(|gid| (fields.additional_gids, *gid)));
+    for (field, id) in ids {
         if i32::try_from(id).is_err() {
             return Err(invalid(
                 field,
@@ -601,12 +684,38 @@ fn check_process_fields(process: &Process, fields: &ProcessFields) -> Result<(),
             ));
         }
     }
-    if !process.cwd().is_absolute() {
+    let cwd = process.cwd();
+    if !cwd.is_absolute() || cwd.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(invalid(
             fields.cwd,
-            process.cwd().display().to_string(),
-            "must be an absolute path inside the container",
+            cwd.display().to_string().replace('\0', "\\0"),
+            "must be an absolute path inside the container, without a NUL byte",
         ));
+    }
+    if let Some(size) = process.console_size() {
+        for side in [size.width(), size.height()] {
+            if side > u64::from(u16::MAX) {
+                return Err(invalid(
+                    fields.console_size,
+                    format!("{}x{}", size.width(), size.height()),
+                    "each side must be at most 65535 character cells, since the kernel stores a side in 16 bits",
+                ));
+            }
+        }
+    }
+    for rlimit in process.rlimits().iter().flatten() {
+        if rlimit.soft() > rlimit.hard() {
+            return Err(invalid(
+                fields.rlimits,
+                format!(
+                    "{:?} soft {} hard {}",
+                    rlimit.typ(),
+                    rlimit.soft(),
+                    rlimit.hard()
+                ),
+                "must have a soft limit no higher than its hard limit, as setrlimit requires",
+            ));
+        }
     }
     Ok(())
 }
@@ -828,6 +937,8 @@ mod tests {
             (cpus("zero"), "resources.cpu.cpus"),
             (cpus("3-1"), "resources.cpu.cpus"),
             (cpus("0,,1"), "resources.cpu.cpus"),
+            (cpus(" "), "resources.cpu.cpus"),
+            (cpus("+0"), "resources.cpu.cpus"),
             (cpus("4096"), "resources.cpu.cpus"),
             (mems("0-4096"), "resources.cpu.mems"),
             (shares(1), "resources.cpu.shares"),
@@ -867,7 +978,8 @@ mod tests {
         assert_eq!(parse_id_list("0-7:2/4"), Some(vec![range(0, 7, 2, 4)]));
         assert_eq!(parse_id_list("\n"), Some(vec![]));
         for bad in [
-            "-1", "1-", "a", "1:2/4", "0-3:2", "0-3:x/4", "0-3:5/4", "0-3:1/0", "1;2",
+            "-1", "1-", "a", "+0", "0 - 1", "1:2/4", "0-3:2", "0-3:x/4", "0-3:5/4", "0-3:1/0",
+            "1;2",
         ] {
             assert_eq!(parse_id_list(bad), None, "{bad}");
         }
