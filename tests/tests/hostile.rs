@@ -206,11 +206,11 @@ async fn hostile_specs_rejected() {
     no_linux.set_linux(None);
     let mut no_mount_namespace = harness.spec(&["true"]);
     if let Some(linux) = no_mount_namespace.linux_mut() {
-        let kept =
+        let without_mount =
             linux.namespaces().iter().flatten().filter(|namespace| {
                 namespace.typ() != oci_spec::runtime::LinuxNamespaceType::Mount
             });
-        linux.set_namespaces(Some(kept.cloned().collect()));
+        linux.set_namespaces(Some(without_mount.cloned().collect()));
     }
     let odd_process = |edit: &dyn Fn(&mut oci_spec::runtime::Process)| {
         let mut spec = harness.spec(&["true"]);
