@@ -442,6 +442,22 @@ async fn planted_symlink_and_file_rejected() {
         "nothing written through the symlink"
     );
     assert!(harness.containerd_containers().is_empty());
+    std::fs::remove_file(harness.bundle_dir("victim")).expect("remove bundle symlink");
+
+    // runc's state folder in keel's state folder: runc would follow a symlink there.
+    std::os::unix::fs::symlink(&decoy, harness.state_dir.join(".runc")).expect("plant runc root");
+    let container = harness.create_container("runc-victim", &["true"]).await;
+    let error = container
+        .start_task(keel::StdioRequest::default())
+        .await
+        .expect_err("symlinked runc state folder");
+    assert!(error.to_string().contains("create task"), "{error}");
+    assert!(
+        tree(&decoy).is_empty(),
+        "nothing written through the symlink"
+    );
+    assert!(harness.containerd_tasks().is_empty());
+    container.delete().await.expect("delete container");
     assert!(decoy.is_dir(), "the decoy folder is never removed");
     harness.stop().await;
 }

@@ -372,6 +372,7 @@ impl ContainerState {
                 "the container has a task; delete it before creating another",
             ));
         }
+        self.check_runc_root(operation)?;
         // From here on containerd may have a task that keel does not track, for example when
         // the create's reply is lost.
         self.task_delete_confirmed = false;
@@ -1051,6 +1052,25 @@ impl ContainerState {
         check_dir_if_present(&self.bundle_dir)
             .map(drop)
             .map_err(|source| folder_error(&self.bundle_dir, source))
+    }
+
+    /// Makes runc's state folder when it lies in keel's state folder, as keel's default one
+    /// does, or checks it when it exists. runc makes a missing one itself and follows a
+    /// symlink planted there, so it would write outside keel's folders.
+    fn check_runc_root(&self, operation: Operation) -> Result<(), Error> {
+        let Some(root) = self
+            .runc_options
+            .as_ref()
+            .map(|options| Path::new(&options.root))
+            .filter(|root| !root.as_os_str().is_empty())
+        else {
+            return Ok(());
+        };
+        let state_dir = self.bundle_dir.parent().and_then(Path::parent);
+        if state_dir.is_some_and(|state_dir| root.starts_with(state_dir)) {
+            ensure_private_dir(root).map_err(|source| self.io_error(operation, source))?;
+        }
+        Ok(())
     }
 
     /// Makes a fresh folder for criu's logs inside the bundle folder, so concurrent restores
