@@ -513,11 +513,7 @@ async fn loaded_task_that_stopped_meanwhile_reports_exit() {
     .await;
     assert_eq!(status.code, 8);
     recorder
-        .wait_for("gap", Duration::from_secs(10), |events| {
-            events
-                .iter()
-                .any(|event| matches!(event, Event::Exited { .. }))
-        })
+        .wait_for_init_exit("gap", Duration::from_secs(10))
         .await;
     assert_eq!(recorder.exits_of("gap", &ProcessId::Init).len(), 1);
     assert_eq!(task.delete().await.expect("delete task").code, 8);

@@ -151,23 +151,19 @@ async fn unusable_client_options_rejected() {
         assert!(text.contains(&state_dir.display().to_string()), "{text}");
     }
 
-    let mut options = harness.client_options();
-    options.call_timeout = std::time::Duration::ZERO;
-    let error = keel::Client::connect_with(options, Recorder::default())
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("zero call timeout: connected"));
-    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
-    assert!(error.to_string().contains("call timeout"), "{error}");
-
-    let mut options = harness.client_options();
-    options.call_timeout = std::time::Duration::MAX;
-    let error = keel::Client::connect_with(options, Recorder::default())
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("endless call timeout: connected"));
-    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
-    assert!(error.to_string().contains("at most 24 hours"), "{error}");
+    for (call_timeout, expected) in [
+        (std::time::Duration::ZERO, "call timeout"),
+        (std::time::Duration::MAX, "at most 24 hours"),
+    ] {
+        let mut options = harness.client_options();
+        options.call_timeout = call_timeout;
+        let error = keel::Client::connect_with(options, Recorder::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("call timeout {call_timeout:?}: connected"));
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
 
     let (container, _task) = harness.run_detached("endless", &["sleep", "1000"]).await;
     container
@@ -649,7 +645,7 @@ async fn out_of_range_signal_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resource_values_the_kernel_refuses_rejected() {
+async fn out_of_bounds_resources_rejected() {
     use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
     let harness = Harness::start().await;
     let with_cpu = |cpu: LinuxCpuBuilder| {

@@ -311,15 +311,13 @@ async fn failed_containers_supervisor_reloads_containers() {
 async fn replaced_actor_reports_no_exit_again() {
     let harness = Harness::start().await;
     let (container, task) = harness.run_detached("once", &["sleep", "1000"]).await;
-    let mut exec = task
-        .exec(
-            "three",
-            exec_process(["sh", "-c", "exit 3"]),
-            StdioRequest::default(),
-        )
-        .await
-        .expect("exec");
-    exec.start().await.expect("start exec");
+    let exec = start_exec(
+        &task,
+        "three",
+        &["sh", "-c", "exit 3"],
+        StdioRequest::default(),
+    )
+    .await;
     assert_eq!(exec.wait().await.expect("wait exec").code, 3);
     task.kill(SIGKILL, false).await.expect("kill");
     assert_eq!(task.wait().await.expect("wait task").code, 137);

@@ -218,7 +218,7 @@ impl ContainerState {
         }
         task.paused = process.status == TaskStatus::Paused as i32;
         self.task = Some(task);
-        // A task that stopped while no actor served the container reports its exit here; the
+        // A task that stopped while no actor served the container reports its exit here. The
         // caller releases it once the execs are known.
         if process.status == TaskStatus::Stopped as i32 {
             let status = ExitStatus {

@@ -255,8 +255,8 @@ impl Error {
 /// The gRPC code decides, except for replies where containerd 1.6 and 1.7 send `Unknown` and
 /// only the message distinguishes the case: pausing or resuming a task that is not running, exec
 /// into a stopped task, and a plain delete of a running task become failed precondition; a
-/// missing executable becomes executable not found; a resource value that runc or the kernel
-/// refuses, such as a cpuset naming an offline CPU, becomes invalid argument. A status that tonic made from a failed
+/// missing executable becomes executable not found. A resource value that runc or the kernel
+/// rejects, such as a cpuset naming an offline CPU, becomes invalid argument. A status that tonic made from a failed
 /// connection (containerd died or reset it under the request) is unavailable whatever its
 /// code, because containerd never answered.
 pub fn kind_of_status(status: &tonic::Status) -> ErrorKind {
@@ -299,7 +299,7 @@ fn kind_of_unknown_status(message: &str) -> ErrorKind {
     if is_wrong_state_message(message) {
         return ErrorKind::FailedPrecondition;
     }
-    if is_refused_cgroup_value(message) {
+    if is_rejected_cgroup_value(message) {
         return ErrorKind::InvalidArgument;
     }
     if message.contains("not found") || message.contains("does not exist") {
@@ -338,24 +338,24 @@ fn is_wrong_state_message(message: &str) -> bool {
 /// create or update. These are a cgroup file write failing with `EINVAL`, `ERANGE` or `ENOSPC`
 /// (an empty cpuset), and a control file this kernel lacks, such as a block I/O weight without
 /// the BFQ scheduler. runc's own range checks of CPU shares and memory swappiness count too.
-fn is_refused_cgroup_value(message: &str) -> bool {
+fn is_rejected_cgroup_value(message: &str) -> bool {
     const RUNC_RANGE_CHECKS: [&str; 3] = [
         "the maximum allowed cpu-shares",
         "the minimum allowed cpu-shares",
         "invalid memory swappiness",
     ];
-    const REFUSED_WRITES: [&str; 3] = [
+    const REJECTED_WRITES: [&str; 3] = [
         ": invalid argument",
         ": numerical result out of range",
         ": no space left on device",
     ];
-    let refused_write = message.contains("write /sys/fs/cgroup/")
-        && REFUSED_WRITES
+    let write_rejected = message.contains("write /sys/fs/cgroup/")
+        && REJECTED_WRITES
             .iter()
             .any(|fragment| message.contains(fragment));
     let missing_control =
         message.contains("/sys/fs/cgroup/") && message.contains(": no such file or directory");
-    refused_write
+    write_rejected
         || missing_control
         || RUNC_RANGE_CHECKS
             .iter()

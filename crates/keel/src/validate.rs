@@ -1,6 +1,7 @@
 //! Checks of caller input, run before anything is created.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::{Component, Path};
 
 use keel_types::Error;
@@ -156,7 +157,7 @@ const UPDATE_RESOURCE_FIELDS: ResourceFields = ResourceFields {
 };
 
 /// The CPU period bounds of the kernel's CFS bandwidth control, in microseconds.
-const CPU_PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+const CPU_PERIOD_US: RangeInclusive<u64> = 1_000..=1_000_000;
 
 /// The smallest memory limit accepted, 6 MiB, as Docker requires. runc and the shim take
 /// about 2 MiB of the container's cgroup at start, and the kernel refuses a limit below the
@@ -166,12 +167,12 @@ const MIN_MEMORY_LIMIT: i64 = 6 << 20;
 /// The smallest CPU quota the kernel accepts, in microseconds.
 const MIN_CPU_QUOTA_US: i64 = 1_000;
 
-/// The CPU share bounds of the kernel; runc reads the value back and fails when the kernel
+/// The kernel's bounds for CPU shares. runc reads the value back and fails when the kernel
 /// clamped it.
-const CPU_SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
+const CPU_SHARES: RangeInclusive<u64> = 2..=262_144;
 
 /// The block I/O weight bounds of the kernel.
-const BLKIO_WEIGHT: std::ops::RangeInclusive<u16> = 10..=1000;
+const BLKIO_WEIGHT: RangeInclusive<u16> = 10..=1000;
 
 /// The largest swappiness the kernel accepts.
 const MAX_SWAPPINESS: u64 = 100;
@@ -198,17 +199,7 @@ fn check_resources_with(resources: &LinuxResources, fields: &ResourceFields) -> 
             (fields.blkio_leaf_weight, block_io.leaf_weight()),
         ];
         for (field, weight) in weights {
-            // runc leaves a weight of 0 unchanged.
-            if let Some(weight) = weight
-                && weight != 0
-                && !BLKIO_WEIGHT.contains(&weight)
-            {
-                return Err(invalid(
-                    field,
-                    weight.to_string(),
-                    "must be from 10 to 1000, the kernel's bounds, or 0 to leave it unchanged",
-                ));
-            }
+            check_within(field, weight, &BLKIO_WEIGHT, "")?;
         }
     }
     Ok(())
@@ -224,7 +215,7 @@ fn check_memory(memory: &LinuxMemory, fields: &ResourceFields) -> Result<(), Err
             &format!("must be at least {MIN_MEMORY_LIMIT} bytes (6 MiB), or -1 for no limit"),
         ));
     }
-    // The swap value limits memory and swap together, so the kernel refuses one below the
+    // The swap value limits memory and swap together, so the kernel rejects one below the
     // memory limit.
     if let (Some(limit), Some(swap)) = (memory.limit(), memory.swap())
         && limit > 0
@@ -267,32 +258,39 @@ fn check_memory(memory: &LinuxMemory, fields: &ResourceFields) -> Result<(), Err
     Ok(())
 }
 
-fn check_cpu(cpu: &LinuxCpu, fields: &ResourceFields) -> Result<(), Error> {
-    // runc leaves a value of 0 unchanged.
-    if let Some(shares) = cpu.shares()
-        && shares != 0
-        && !CPU_SHARES.contains(&shares)
-    {
-        return Err(invalid(
-            fields.cpu_shares,
-            shares.to_string(),
+/// Checks `value` against the kernel's `bounds`, where 0, which runc leaves unchanged, is
+/// also accepted. `unit` follows the bounds in the error, such as " microseconds".
+fn check_within<T>(
+    field: &'static str,
+    value: Option<T>,
+    bounds: &RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), Error>
+where
+    T: Copy + Default + PartialOrd + std::fmt::Display,
+{
+    match value {
+        Some(value) if value != T::default() && !bounds.contains(&value) => Err(invalid(
+            field,
+            value.to_string(),
             &format!(
-                "must be from {} to {}, the kernel's bounds, or 0 to leave it unchanged",
-                CPU_SHARES.start(),
-                CPU_SHARES.end()
+                "must be from {} to {}{unit}, the kernel's bounds, or 0 to leave it unchanged",
+                bounds.start(),
+                bounds.end()
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    if let Some(period) = cpu.period()
-        && period != 0
-        && !CPU_PERIOD_US.contains(&period)
-    {
-        return Err(invalid(
-            fields.cpu_period,
-            period.to_string(),
-            "must be from 1000 to 1000000 microseconds, the kernel's bounds",
-        ));
-    }
+}
+
+fn check_cpu(cpu: &LinuxCpu, fields: &ResourceFields) -> Result<(), Error> {
+    check_within(fields.cpu_shares, cpu.shares(), &CPU_SHARES, "")?;
+    check_within(
+        fields.cpu_period,
+        cpu.period(),
+        &CPU_PERIOD_US,
+        " microseconds",
+    )?;
     if let Some(quota) = cpu.quota()
         && quota != 0
         && quota != -1
@@ -326,7 +324,7 @@ const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
 const ONLINE_NODES: &str = "/sys/devices/system/node/online";
 
 /// Checks a cpuset list such as `0-3,8`: its syntax, and that every number it names is online
-/// on this machine, since the kernel refuses a cpuset naming an offline CPU or node. An empty
+/// on this machine, since the kernel rejects a cpuset naming an offline CPU or node. An empty
 /// list leaves the cgroup's set unchanged.
 fn check_id_list(
     field: &'static str,
@@ -364,7 +362,7 @@ fn check_id_list(
     let highest_online = online.iter().map(|range| range.last).max();
     let offline = ranges.iter().find_map(|range| {
         // The kernel rejects a range that ends past its highest CPU or node number, even when
-        // the stride leaves the end out. The highest online number stands in for that bound.
+        // the stride leaves the end out. The highest online number is used as that bound.
         if highest_online.is_none_or(|highest| range.last > highest) {
             return Some(range.last);
         }
@@ -517,7 +515,7 @@ pub(crate) fn check_terminal_size(width: u32, height: u32) -> Result<(), Error> 
     Ok(())
 }
 
-/// The longest timeout or interval the client's options accept. keel multiplies the call
+/// The maximum timeout or interval the client's options accept. keel multiplies the call
 /// timeout for requests that make several calls, so an unbounded one could overflow.
 const MAX_OPTION_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
@@ -541,7 +539,7 @@ pub(crate) fn check_options(options: &ClientOptions) -> Result<(), Error> {
             .ok()
             .map(|metadata| (path, metadata))
     });
-    // A symlink counts as what it points to; one that points nowhere can never hold a folder.
+    // A symlink counts as what it points to. One that points nowhere can never hold a folder.
     let existing = match existing {
         Some((path, metadata)) if metadata.is_symlink() => match std::fs::metadata(path) {
             Ok(target) => Some((path, target)),
@@ -897,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn cpusets_and_shares_the_kernel_refuses_rejected() {
+    fn out_of_bounds_cpu_values_rejected() {
         use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
         let cpus = |list: &str| {
             LinuxResourcesBuilder::default()
@@ -964,7 +962,7 @@ mod tests {
     }
 
     #[test]
-    fn id_lists_parse_as_the_kernel_writes_them() {
+    fn kernel_id_lists_parse() {
         let range = |first, last, used, group| IdRange {
             first,
             last,
